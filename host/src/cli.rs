@@ -1,0 +1,292 @@
+//! The `attune-host` command line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::capabilities::{AllowedHosts, GrantedPaths};
+use crate::pack::{Pack, load_sensor_manifest};
+use crate::sandbox::{EngineSettings, Grants, SensorEngine, SensorFailure, SensorInstance};
+use crate::sensor::SensorSpec;
+use crate::state_file::StateFile;
+
+/// Exit code for a sensor that failed while running.
+pub const EXIT_SENSOR_FAILED: u8 = 1;
+/// Exit code for input that could not be used at all (bad file, bad manifest, bad flag).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "attune-host",
+    version,
+    about = "Runs Attune event sensors as sandboxed WebAssembly components"
+)]
+pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ATTUNE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with sensors.
+    #[command(subcommand)]
+    Sensor(SensorCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SensorCommand {
+    /// Run one sensor alone: one JSON payload per line on stdout, diagnostics on stderr.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A pack directory, a sensor .yaml, or a .py, .js or .wasm file.
+    pub target: PathBuf,
+    /// Sensor config as a JSON object, merged over the manifest's `config`.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Number of polls; 0 polls until interrupted.
+    #[arg(long, default_value_t = 1)]
+    pub polls: u64,
+    /// Milliseconds between polls (default: the manifest's poll_interval, 1 s for bare files).
+    #[arg(long)]
+    pub interval_ms: Option<u64>,
+    /// Which sensor of a pack with several.
+    #[arg(long)]
+    pub sensor: Option<String>,
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    #[arg(long)]
+    pub memory_mib: Option<u32>,
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Allow HTTP to this host (repeatable), in addition to the manifest's.
+    #[arg(long = "allow-http", value_name = "HOST")]
+    pub allow_http: Vec<String>,
+    /// Grant read-only access to this directory (repeatable), in addition to the manifest's.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    pub allow_path: Vec<PathBuf>,
+    /// Where the sensor's state store lives (default: data/sensor-state/<sensor ref>.json).
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// Print `{"trigger": .., "payload": ..}` per line instead of the bare payload.
+    #[arg(long)]
+    pub envelope: bool,
+    /// Compiled-artifact cache directory.
+    #[arg(long, env = "ATTUNE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Directory holding the shared language runtimes (python.wasm, javascript.wasm).
+    #[arg(long, env = "ATTUNE_RUNTIMES_DIR")]
+    pub runtimes_dir: Option<PathBuf>,
+}
+
+/// A failure reported on stderr with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    fn bad_input(message: impl ToString) -> Self {
+        Self {
+            code: EXIT_BAD_INPUT,
+            message: message.to_string(),
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Sensor(SensorCommand::Run(args)) => sensor_run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Resolves what `sensor run` should run, with command-line overrides applied.
+pub fn resolve_target(args: &RunArgs) -> Result<SensorSpec, CliError> {
+    let target = &args.target;
+    let mut spec = if target.is_dir() {
+        let pack = Pack::load(target).map_err(CliError::bad_input)?;
+        pick_sensor(pack, args.sensor.as_deref())?
+    } else if matches!(
+        target.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    ) {
+        load_sensor_manifest(target).map_err(CliError::bad_input)?
+    } else if target.is_file() {
+        SensorSpec::from_file(target).map_err(CliError::bad_input)?
+    } else {
+        return Err(CliError::bad_input(format!(
+            "{}: no such file or directory",
+            target.display()
+        )));
+    };
+
+    let limits = &mut spec.limits;
+    limits.fuel = args.fuel.unwrap_or(limits.fuel);
+    limits.memory_mib = args.memory_mib.unwrap_or(limits.memory_mib);
+    limits.timeout_ms = args.timeout_ms.unwrap_or(limits.timeout_ms);
+    limits.validate().map_err(CliError::bad_input)?;
+
+    if !args.allow_http.is_empty() || !args.allow_path.is_empty() {
+        let extra_hosts = AllowedHosts::parse(&args.allow_http)
+            .map_err(|e| CliError::bad_input(format!("--allow-http: {e}")))?;
+        let extra_paths = GrantedPaths::resolve(&args.allow_path, Path::new("."))
+            .map_err(|e| CliError::bad_input(format!("--allow-path: {e}")))?;
+        let mut hosts: Vec<String> = spec
+            .grants
+            .http
+            .to_string()
+            .split(", ")
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        hosts.extend(
+            extra_hosts
+                .to_string()
+                .split(", ")
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
+        let mut dirs = spec.grants.paths.dirs().to_vec();
+        dirs.extend_from_slice(extra_paths.dirs());
+        spec.grants = Arc::new(Grants {
+            http: AllowedHosts::parse(&hosts).map_err(CliError::bad_input)?,
+            paths: GrantedPaths::resolve(&dirs, Path::new("/")).map_err(CliError::bad_input)?,
+        });
+    }
+
+    if let Some(config) = &args.config {
+        let overrides: Value = serde_json::from_str(config)
+            .map_err(|e| CliError::bad_input(format!("--config: {e}")))?;
+        let Value::Object(overrides) = overrides else {
+            return Err(CliError::bad_input("--config: must be a JSON object"));
+        };
+        if let Value::Object(config) = &mut spec.config {
+            config.extend(overrides);
+        }
+    }
+    Ok(spec)
+}
+
+fn pick_sensor(pack: Pack, wanted: Option<&str>) -> Result<SensorSpec, CliError> {
+    let refs: Vec<&str> = pack.sensors.iter().map(|s| s.sensor_ref.as_str()).collect();
+    let dir = pack.dir.display().to_string();
+    match wanted {
+        Some(wanted) => pack
+            .sensors
+            .iter()
+            .find(|s| {
+                s.sensor_ref == wanted
+                    || s.sensor_ref
+                        .split_once('.')
+                        .is_some_and(|(_, name)| name == wanted)
+            })
+            .cloned()
+            .ok_or_else(|| {
+                CliError::bad_input(format!(
+                    "{dir}: no sensor `{wanted}` (sensors: {})",
+                    refs.join(", ")
+                ))
+            }),
+        None => match pack.sensors.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(CliError::bad_input(format!(
+                "{dir}: the pack has no sensors"
+            ))),
+            _ => Err(CliError::bad_input(format!(
+                "{dir}: several sensors, pick one with --sensor ({})",
+                refs.join(", ")
+            ))),
+        },
+    }
+}
+
+async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
+    let spec = Arc::new(resolve_target(&args)?);
+    let mut settings = EngineSettings::from_env();
+    settings.cache_dir = args.cache_dir.clone().unwrap_or(settings.cache_dir);
+    settings.runtimes_dir = args.runtimes_dir.clone().unwrap_or(settings.runtimes_dir);
+    let engine = SensorEngine::new(settings)
+        .map_err(|e| CliError::bad_input(format!("cannot start the engine: {e:#}")))?;
+
+    let state_path = args.state_file.clone().unwrap_or_else(|| {
+        PathBuf::from("data/sensor-state").join(format!("{}.json", spec.sensor_ref))
+    });
+    let mut state =
+        StateFile::open(&state_path).map_err(|e| CliError::bad_input(format!("{e:#}")))?;
+
+    let sensor_ref = spec.sensor_ref.clone();
+    let failed = |failure: SensorFailure| sensor_failed(&sensor_ref, failure);
+    let mut sensor = match SensorInstance::start(&engine, spec.clone(), state.state().clone()).await
+    {
+        Ok(sensor) => sensor,
+        Err(crate::sandbox::StartError::Load(e)) => return Err(CliError::bad_input(e)),
+        Err(crate::sandbox::StartError::Failed(failure)) => return Err(failed(failure)),
+    };
+
+    let interval = args
+        .interval_ms
+        .map_or(spec.poll_interval, std::time::Duration::from_millis);
+    let mut stdout = std::io::stdout().lock();
+    let mut done = 0u64;
+    loop {
+        let output = sensor.poll().await.map_err(failed)?;
+        for p in &output.payloads {
+            let line = if args.envelope {
+                serde_json::json!({"trigger": p.trigger, "payload": p.payload}).to_string()
+            } else {
+                p.payload.to_string()
+            };
+            writeln!(stdout, "{line}").map_err(CliError::bad_input)?;
+        }
+        stdout.flush().map_err(CliError::bad_input)?;
+        state
+            .commit(&output.state)
+            .map_err(|e| CliError::bad_input(format!("{e:#}")))?;
+        tracing::debug!(sensor = %spec.sensor_ref, payloads = output.payloads.len(), fuel = output.fuel_used, "poll done");
+        done += 1;
+        if args.polls != 0 && done >= args.polls {
+            return Ok(());
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// `<sensor>: <reason>`, with the sensor's traceback below when it has one.
+fn sensor_failed(sensor_ref: &str, failure: SensorFailure) -> CliError {
+    let mut message = format!("{sensor_ref}: {failure}");
+    if let SensorFailure::Sensor {
+        traceback: Some(traceback),
+        ..
+    } = &failure
+    {
+        message.push('\n');
+        message.push_str(traceback.trim_end());
+    }
+    CliError {
+        code: EXIT_SENSOR_FAILED,
+        message,
+    }
+}

@@ -1,0 +1,11 @@
+//! Attune sensor host: runs third-party event sensors as sandboxed WebAssembly components and
+//! turns what they emit into events.
+
+pub mod capabilities;
+pub mod cli;
+pub mod limits;
+pub mod pack;
+pub mod sandbox;
+pub mod sensor;
+pub mod state_file;
+pub mod template;

@@ -1,0 +1,17 @@
+//! The one `bindgen!` for the `attune:sensor` package. It is generated for the
+//! `source-runtime` world, a superset of `sensor`: every sensor component is driven through
+//! the `guest` export, and the shared language runtimes additionally through `source-loader`.
+
+wasmtime::component::bindgen!({
+    world: "source-runtime",
+    path: "../wit",
+    imports: {
+        // HTTP waits on the network; everything else answers from memory or a local file.
+        "attune:sensor/http.send": async,
+        default: trappable,
+    },
+    exports: { default: async },
+});
+
+pub use attune::sensor::{clock, fs, http, log, state, types};
+pub use exports::attune::sensor::{guest, source_loader};

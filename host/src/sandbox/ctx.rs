@@ -1,0 +1,353 @@
+//! The per-sensor store data and the host side of every `attune:sensor` import.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{clock, fs, http, log, state, types};
+use super::limiter::SensorLimiter;
+use super::state::StateView;
+use crate::capabilities::{AllowedHosts, GrantedPaths};
+
+/// Longest log line kept; the rest is cut.
+const LOG_LINE_MAX_BYTES: usize = 2048;
+/// Log lines (imports plus guest stdout/stderr) kept per call; the rest are counted and dropped.
+const LOG_LINES_PER_CALL: u32 = 100;
+/// Longest HTTP request the host makes, whatever the sensor asks.
+const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+/// Largest HTTP response body or file handed to a sensor.
+const READ_CAP_BYTES: u64 = 8 << 20;
+
+/// What a sensor may reach outside its memory, fixed when the sensor is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub http: AllowedHosts,
+    pub paths: GrantedPaths,
+}
+
+/// Bounded sink for a sensor's log output; shared by the `log` import and guest stdout/stderr.
+#[derive(Debug)]
+pub struct LogSink {
+    sensor_ref: Arc<str>,
+    budget: Mutex<LogBudget>,
+}
+
+#[derive(Debug, Default)]
+struct LogBudget {
+    lines: u32,
+    dropped: u32,
+    partial: Vec<u8>,
+}
+
+impl LogSink {
+    pub fn new(sensor_ref: Arc<str>) -> Arc<Self> {
+        Arc::new(Self {
+            sensor_ref,
+            budget: Mutex::default(),
+        })
+    }
+
+    fn budget(&self) -> std::sync::MutexGuard<'_, LogBudget> {
+        // A poisoned lock only means another thread panicked mid-log; the counters are still fine.
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn emit(&self, level: log::Level, message: &str) {
+        {
+            let mut budget = self.budget();
+            if budget.lines >= LOG_LINES_PER_CALL {
+                budget.dropped += 1;
+                return;
+            }
+            budget.lines += 1;
+        }
+        let message = truncate(message, LOG_LINE_MAX_BYTES);
+        let sensor = &*self.sensor_ref;
+        match level {
+            log::Level::Trace => tracing::trace!(sensor, "{message}"),
+            log::Level::Debug => tracing::debug!(sensor, "{message}"),
+            log::Level::Info => tracing::info!(sensor, "{message}"),
+            log::Level::Warn => tracing::warn!(sensor, "{message}"),
+            log::Level::Error => tracing::error!(sensor, "{message}"),
+        }
+    }
+
+    /// Guest stdout/stderr: split into lines, each logged at info.
+    fn write_output(&self, bytes: &[u8]) {
+        let lines: Vec<String> = {
+            let mut budget = self.budget();
+            budget.partial.extend_from_slice(bytes);
+            let mut lines = Vec::new();
+            while let Some(pos) = budget.partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = budget.partial.drain(..=pos).collect();
+                lines.push(String::from_utf8_lossy(&line[..pos]).into_owned());
+            }
+            if budget.partial.len() > LOG_LINE_MAX_BYTES {
+                let line: Vec<u8> = budget.partial.drain(..).collect();
+                lines.push(String::from_utf8_lossy(&line).into_owned());
+            }
+            lines
+        };
+        for line in lines {
+            self.emit(log::Level::Info, &line);
+        }
+    }
+
+    /// Starts a new call's budget, reporting what the last one dropped.
+    pub fn reset(&self) {
+        let dropped = std::mem::take(&mut self.budget().dropped);
+        self.budget().lines = 0;
+        if dropped > 0 {
+            tracing::warn!(
+                sensor = &*self.sensor_ref,
+                dropped,
+                "sensor log lines dropped (limit {LOG_LINES_PER_CALL} per call)"
+            );
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Guest stdout/stderr as a WASI output stream that feeds the log sink and never fails.
+#[derive(Debug, Clone)]
+pub struct GuestOutput(pub Arc<LogSink>);
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for GuestOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.0.write_output(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Store data of one sensor instance.
+pub struct SensorCtx {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: SensorLimiter,
+    pub state: StateView,
+    pub log: Arc<LogSink>,
+    pub grants: Arc<Grants>,
+    pub http_client: reqwest::Client,
+    /// Wall-clock deadline of the current call; host calls such as HTTP respect it too.
+    pub deadline: Instant,
+}
+
+impl std::fmt::Debug for SensorCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SensorCtx")
+            .field("sensor", &self.log.sensor_ref)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasiView for SensorCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for SensorCtx {}
+
+impl log::Host for SensorCtx {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.log.emit(level, &message);
+        Ok(())
+    }
+}
+
+impl state::Host for SensorCtx {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.state.get(&key))
+    }
+    fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.state.set(key, value))
+    }
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.state.delete(key);
+        Ok(())
+    }
+    fn keys(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.state.keys())
+    }
+}
+
+impl clock::Host for SensorCtx {
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(unix_ms(SystemTime::now()))
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl http::Host for SensorCtx {
+    async fn send(
+        &mut self,
+        request: http::OutgoingRequest,
+    ) -> Result<http::IncomingResponse, http::HttpError> {
+        let url = reqwest::Url::parse(&request.url)
+            .map_err(|e| http::HttpError::InvalidRequest(format!("{}: {e}", request.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(http::HttpError::InvalidRequest(format!(
+                "{}: only http and https are supported",
+                request.url
+            )));
+        }
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(0);
+        if !self.grants.http.allows(host, port) {
+            let allowed = if self.grants.http.is_empty() {
+                "none".to_string()
+            } else {
+                self.grants.http.to_string()
+            };
+            return Err(http::HttpError::Denied(format!(
+                "{host}:{port} is not an allowed host (allowed: {allowed})"
+            )));
+        }
+        let method = match request.method.to_ascii_uppercase().as_str() {
+            m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD") => {
+                reqwest::Method::from_bytes(m.as_bytes())
+                    .map_err(|e| http::HttpError::InvalidRequest(e.to_string()))?
+            }
+            other => {
+                return Err(http::HttpError::InvalidRequest(format!(
+                    "unsupported method `{other}`"
+                )));
+            }
+        };
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let asked = request
+            .timeout_ms
+            .map_or(HTTP_TIMEOUT_MAX, |ms| Duration::from_millis(ms.into()));
+        let timeout = asked.min(HTTP_TIMEOUT_MAX).min(remaining);
+
+        let mut builder = self.http_client.request(method, url).timeout(timeout);
+        for (name, value) in request.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = request.body {
+            builder = builder.body(body);
+        }
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                http::HttpError::Timeout
+            } else {
+                http::HttpError::Transport(e.to_string())
+            }
+        };
+        let mut response = builder.send().await.map_err(transport)?;
+        let cap = READ_CAP_BYTES.min(self.limiter.limit_bytes() as u64 / 4);
+        if response.content_length().is_some_and(|len| len > cap) {
+            return Err(http::HttpError::TooLarge(cap));
+        }
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if (body.len() + chunk.len()) as u64 > cap {
+                return Err(http::HttpError::TooLarge(cap));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(http::IncomingResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl fs::Host for SensorCtx {
+    fn list_dir(&mut self, path: String) -> wasmtime::Result<Result<Vec<fs::DirEntry>, String>> {
+        Ok(self
+            .grants
+            .paths
+            .check(&path)
+            .and_then(|dir| list_dir(&dir).map_err(|e| format!("{path}: {e}"))))
+    }
+
+    fn read_file(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, String>> {
+        let cap = READ_CAP_BYTES.min(self.limiter.limit_bytes() as u64 / 4);
+        Ok(self.grants.paths.check(&path).and_then(|file| {
+            let len = std::fs::metadata(&file)
+                .map_err(|e| format!("{path}: {e}"))?
+                .len();
+            if len > cap {
+                return Err(format!(
+                    "{path}: {len} bytes exceeds the read cap of {cap} bytes"
+                ));
+            }
+            std::fs::read(&file).map_err(|e| format!("{path}: {e}"))
+        }))
+    }
+}
+
+fn list_dir(dir: &std::path::Path) -> std::io::Result<Vec<fs::DirEntry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        entries.push(fs::DirEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            is_dir: meta.is_dir(),
+            size: meta.len(),
+            modified_ms: meta.modified().map(unix_ms).unwrap_or(0),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}

@@ -1,0 +1,354 @@
+//! One live sensor: its store, its calls under limits, and replacement after a trap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wasmtime::component::Instance;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::bindings::{guest, types};
+use super::ctx::{GuestOutput, LogSink, SensorCtx};
+use super::limiter::SensorLimiter;
+use super::state::{StateDelta, StateView};
+use super::{EPOCH_TICK, LoadError, Prepared, SensorCode, SensorEngine, SensorFailure};
+use crate::sensor::SensorSpec;
+
+/// One payload accepted from a poll, with its trigger resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorPayload {
+    /// Trigger ref; empty only for a bare source file run without a manifest.
+    pub trigger: String,
+    pub payload: Value,
+}
+
+/// What one successful poll produced.
+#[derive(Debug, Default)]
+pub struct PollOutput {
+    pub payloads: Vec<SensorPayload>,
+    /// State writes made during the poll, to be committed with its payloads.
+    pub state: StateDelta,
+    pub fuel_used: u64,
+    pub elapsed: Duration,
+}
+
+struct Live {
+    store: Store<SensorCtx>,
+    guest: guest::Guest,
+}
+
+/// A sensor ready to poll. After a trap the instance is dropped and the next `poll` builds a
+/// fresh one (`init` again, state carried over), so a trap costs one poll, not the sensor.
+pub struct SensorInstance {
+    engine: Arc<SensorEngine>,
+    prepared: Arc<Prepared>,
+    spec: Arc<SensorSpec>,
+    /// Source text for the language runtimes, read once.
+    source: Option<(String, String)>,
+    log: Arc<LogSink>,
+    live: Option<Live>,
+    /// The state as last committed, used to seed a fresh instance.
+    committed: BTreeMap<String, String>,
+    /// Fuel spent by the last call, whether or not it succeeded.
+    last_fuel_used: u64,
+}
+
+impl std::fmt::Debug for SensorInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SensorInstance")
+            .field("sensor", &self.spec.sensor_ref)
+            .field("live", &self.live.is_some())
+            .finish()
+    }
+}
+
+/// Why a sensor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Failed(#[from] SensorFailure),
+}
+
+impl SensorInstance {
+    /// Loads the sensor's component, instantiates it, loads its source (runtimes) and runs `init`.
+    pub async fn start(
+        engine: &Arc<SensorEngine>,
+        spec: Arc<SensorSpec>,
+        state: BTreeMap<String, String>,
+    ) -> Result<Self, StartError> {
+        let prepared = engine.prepare(&spec.code).await?;
+        let source = match &spec.code {
+            SensorCode::Python(path) | SensorCode::JavaScript(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let name = path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                Some((name, text))
+            }
+            SensorCode::Component(_) => None,
+        };
+        let log = LogSink::new(spec.sensor_ref.as_str().into());
+        let mut instance = Self {
+            engine: engine.clone(),
+            prepared,
+            spec,
+            source,
+            log,
+            live: None,
+            committed: state,
+            last_fuel_used: 0,
+        };
+        instance.ensure_live().await?;
+        Ok(instance)
+    }
+
+    pub fn spec(&self) -> &SensorSpec {
+        &self.spec
+    }
+
+    /// Fuel spent by the most recent call, also when it failed.
+    pub fn last_fuel_used(&self) -> u64 {
+        self.last_fuel_used
+    }
+
+    /// Bytes of linear memory the live instance holds (0 when none is live).
+    pub fn memory_bytes(&self) -> usize {
+        self.live
+            .as_ref()
+            .map_or(0, |live| live.store.data().limiter.memory_bytes())
+    }
+
+    /// Runs one poll under the sensor's limits and checks what it returned.
+    pub async fn poll(&mut self) -> Result<PollOutput, SensorFailure> {
+        self.ensure_live().await?;
+        let Some(live) = self.live.as_mut() else {
+            return Err(SensorFailure::Trap("no live instance".into()));
+        };
+        let started = Instant::now();
+        begin_call(&mut live.store, &self.spec, &self.log);
+        let call = live.guest.call_poll(&mut live.store);
+        let result = tokio::time::timeout(self.spec.limits_timeout(), call).await;
+        let outcome = finish_call(result, &mut live.store, &self.spec);
+        self.last_fuel_used = fuel_used(&live.store, &self.spec);
+        let outcome = outcome.and_then(|payloads| self.check_payloads(payloads));
+        let live = self
+            .live
+            .as_mut()
+            .ok_or_else(|| SensorFailure::Trap("no live instance".into()))?;
+        match outcome {
+            Ok(payloads) => {
+                let state = live.store.data_mut().state.take_delta();
+                super::apply_delta(&mut self.committed, &state);
+                Ok(PollOutput {
+                    payloads,
+                    state,
+                    fuel_used: self.last_fuel_used,
+                    elapsed: started.elapsed(),
+                })
+            }
+            Err(failure) => {
+                live.store.data_mut().state.discard_delta();
+                if failure.is_trap() {
+                    self.live = None;
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// Builds a fresh instance if there is none: instantiate, `load` the source, `init`.
+    async fn ensure_live(&mut self) -> Result<(), SensorFailure> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        let mut store = self.new_store();
+        let spec = self.spec.clone();
+        let instance = {
+            begin_call(&mut store, &spec, &self.log);
+            let result = tokio::time::timeout(
+                spec.limits_timeout(),
+                self.prepared.pre.instantiate_async(&mut store),
+            )
+            .await;
+            finish_call(result.map(|r| r.map(Ok)), &mut store, &spec)?
+        };
+        let guest = self
+            .prepared
+            .guest
+            .load(&mut store, &instance)
+            .map_err(|e| SensorFailure::Trap(format!("{e:#}")))?;
+        self.load_source(&mut store, &instance).await?;
+
+        let config = spec.config.to_string();
+        begin_call(&mut store, &spec, &self.log);
+        let result =
+            tokio::time::timeout(spec.limits_timeout(), guest.call_init(&mut store, &config)).await;
+        let init = finish_call(result, &mut store, &spec);
+        self.last_fuel_used = fuel_used(&store, &spec);
+        init?;
+        // Whatever `init` stored is kept: it ran to completion.
+        let delta = store.data_mut().state.take_delta();
+        super::apply_delta(&mut self.committed, &delta);
+        self.live = Some(Live { store, guest });
+        Ok(())
+    }
+
+    async fn load_source(
+        &mut self,
+        store: &mut Store<SensorCtx>,
+        instance: &Instance,
+    ) -> Result<(), SensorFailure> {
+        let (Some(loader), Some((name, text))) = (&self.prepared.loader, &self.source) else {
+            return Ok(());
+        };
+        let loader = loader
+            .load(&mut *store, instance)
+            .map_err(|e| SensorFailure::Trap(format!("{e:#}")))?;
+        begin_call(store, &self.spec, &self.log);
+        let result = tokio::time::timeout(
+            self.spec.limits_timeout(),
+            loader.call_load(&mut *store, name, text),
+        )
+        .await;
+        finish_call(result, store, &self.spec)
+    }
+
+    fn new_store(&self) -> Store<SensorCtx> {
+        let output = GuestOutput(self.log.clone());
+        // No env, args, preopens or network: WasiCtxBuilder grants none of them by default.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.clone())
+            .stderr(output)
+            .build();
+        let ctx = SensorCtx {
+            wasi,
+            table: Default::default(),
+            limiter: SensorLimiter::new(self.spec.limits.memory_bytes()),
+            state: StateView::new(self.committed.clone()),
+            log: self.log.clone(),
+            grants: self.spec.grants.clone(),
+            http_client: self.engine.http_client.clone(),
+            deadline: Instant::now(),
+        };
+        let mut store = Store::new(&self.engine.engine, ctx);
+        store.limiter(|ctx| &mut ctx.limiter);
+        store.epoch_deadline_trap();
+        if let Err(e) =
+            store.fuel_async_yield_interval(Some(self.engine.settings.fuel_yield_interval))
+        {
+            tracing::warn!(sensor = %self.spec.sensor_ref, "fuel yield interval not set: {e}");
+        }
+        store
+    }
+
+    fn check_payloads(
+        &self,
+        raw: Vec<types::Payload>,
+    ) -> Result<Vec<SensorPayload>, SensorFailure> {
+        let limits = &self.spec.limits;
+        if raw.len() > limits.max_events_per_poll {
+            return Err(SensorFailure::TooManyPayloads {
+                count: raw.len(),
+                limit: limits.max_events_per_poll,
+            });
+        }
+        raw.into_iter()
+            .enumerate()
+            .map(|(index, p)| {
+                if p.json.len() > limits.max_payload_bytes {
+                    return Err(SensorFailure::PayloadTooLarge {
+                        index,
+                        size: p.json.len(),
+                        limit: limits.max_payload_bytes,
+                    });
+                }
+                let payload: Value =
+                    serde_json::from_str(&p.json).map_err(|e| SensorFailure::BadPayload {
+                        index,
+                        reason: format!("not JSON: {e}"),
+                    })?;
+                if !payload.is_object() {
+                    return Err(SensorFailure::BadPayload {
+                        index,
+                        reason: "a payload must be a JSON object".into(),
+                    });
+                }
+                let trigger =
+                    self.spec
+                        .resolve_trigger(p.trigger.as_deref())
+                        .map_err(|declared| SensorFailure::UndeclaredTrigger {
+                            index,
+                            trigger: p.trigger.clone().unwrap_or_default(),
+                            declared,
+                        })?;
+                Ok(SensorPayload { trigger, payload })
+            })
+            .collect()
+    }
+}
+
+/// Arms the limits for one call: a full fuel tank, an epoch deadline and a fresh log budget.
+fn begin_call(store: &mut Store<SensorCtx>, spec: &SensorSpec, log: &LogSink) {
+    log.reset();
+    let timeout = spec.limits_timeout();
+    store.data_mut().deadline = Instant::now() + timeout;
+    store.data_mut().limiter.exceeded = false;
+    // Store::set_fuel only fails when fuel is not enabled, and the engine always enables it.
+    let _ = store.set_fuel(spec.limits.fuel);
+    let ticks = timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
+    store.set_epoch_deadline(ticks.max(1));
+}
+
+fn fuel_used(store: &Store<SensorCtx>, spec: &SensorSpec) -> u64 {
+    spec.limits
+        .fuel
+        .saturating_sub(store.get_fuel().unwrap_or(0))
+}
+
+/// Names why a call failed. The memory flag is checked first: a refused growth surfaces as a
+/// trap whose message varies by language runtime.
+fn finish_call<T>(
+    result: Result<wasmtime::Result<Result<T, types::SensorError>>, tokio::time::error::Elapsed>,
+    store: &mut Store<SensorCtx>,
+    spec: &SensorSpec,
+) -> Result<T, SensorFailure> {
+    let limits = &spec.limits;
+    let memory_limit = SensorFailure::MemoryLimit {
+        limit_mib: limits.memory_mib,
+    };
+    match result {
+        Err(_elapsed) => Err(SensorFailure::DeadlineExceeded {
+            timeout_ms: limits.timeout_ms,
+        }),
+        Ok(Err(_)) if store.data().limiter.exceeded => Err(memory_limit),
+        Ok(Err(trap)) => Err(match trap.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => SensorFailure::OutOfFuel { limit: limits.fuel },
+            Some(Trap::Interrupt) => SensorFailure::DeadlineExceeded {
+                timeout_ms: limits.timeout_ms,
+            },
+            _ => SensorFailure::Trap(trap_message(&trap)),
+        }),
+        Ok(Ok(Err(_))) if store.data().limiter.exceeded => Err(memory_limit),
+        Ok(Ok(Err(e))) => Err(SensorFailure::Sensor {
+            message: e.message,
+            traceback: e.traceback,
+        }),
+        Ok(Ok(Ok(value))) => Ok(value),
+    }
+}
+
+/// The trap's own message, without the wasm backtrace wasmtime attaches as context.
+fn trap_message(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.to_string(),
+    }
+}
