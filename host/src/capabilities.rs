@@ -47,17 +47,12 @@ impl HostPattern {
         if host.is_empty() || host.contains('*') {
             return Err(format!("`{entry}`: `*` is only allowed as a leading `*.`"));
         }
-        Ok(Self {
-            host: host.to_string(),
-            wildcard,
-            port,
-        })
+        Ok(Self { host: host.to_string(), wildcard, port })
     }
 
     fn matches(&self, host: &str, port: u16) -> bool {
         let host_ok = if self.wildcard {
-            host.strip_suffix(&self.host)
-                .is_some_and(|prefix| prefix.ends_with('.') && prefix.len() > 1)
+            host.strip_suffix(&self.host).is_some_and(|prefix| prefix.ends_with('.') && prefix.len() > 1)
         } else {
             host == self.host
         };
@@ -68,9 +63,7 @@ impl HostPattern {
 fn split_host_port(entry: &str) -> Result<(&str, Option<u16>), String> {
     let bad_port = |p: &str| format!("`{entry}`: bad port `{p}`");
     if let Some(rest) = entry.strip_prefix('[') {
-        let (host, tail) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("`{entry}`: unclosed `[`"))?;
+        let (host, tail) = rest.split_once(']').ok_or_else(|| format!("`{entry}`: unclosed `[`"))?;
         return match tail.strip_prefix(':') {
             Some(p) => Ok((host, Some(p.parse().map_err(|_| bad_port(p))?))),
             None if tail.is_empty() => Ok((host, None)),
@@ -87,11 +80,7 @@ fn split_host_port(entry: &str) -> Result<(&str, Option<u16>), String> {
 
 impl fmt::Display for HostPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         let star = if self.wildcard { "*." } else { "" };
         match self.port {
             Some(port) => write!(f, "{star}{host}:{port}"),
@@ -106,19 +95,12 @@ pub struct AllowedHosts(Vec<HostPattern>);
 
 impl AllowedHosts {
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
-        entries
-            .iter()
-            .map(|e| HostPattern::parse(e.as_ref()))
-            .collect::<Result<_, _>>()
-            .map(Self)
+        entries.iter().map(|e| HostPattern::parse(e.as_ref())).collect::<Result<_, _>>().map(Self)
     }
 
     /// Whether a request to `host:port` is allowed. `host` may carry IPv6 brackets.
     pub fn allows(&self, host: &str, port: u16) -> bool {
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         self.0.iter().any(|p| p.matches(&host, port))
     }
 
@@ -145,9 +127,7 @@ impl GrantedPaths {
         dirs.iter()
             .map(|dir| {
                 let dir = base.join(dir.as_ref());
-                let canonical = dir
-                    .canonicalize()
-                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                let canonical = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
                 if !canonical.is_dir() {
                     return Err(format!("{}: not a directory", dir.display()));
                 }
@@ -163,9 +143,7 @@ impl GrantedPaths {
         if !requested.is_absolute() {
             return Err(format!("{path}: path must be absolute"));
         }
-        let canonical = requested
-            .canonicalize()
-            .map_err(|e| format!("{path}: {e}"))?;
+        let canonical = requested.canonicalize().map_err(|e| format!("{path}: {e}"))?;
         if self.0.iter().any(|dir| canonical.starts_with(dir)) {
             Ok(canonical)
         } else {
@@ -205,17 +183,9 @@ mod tests {
         let paths = GrantedPaths::resolve(&[granted.path()], Path::new("/")).unwrap();
         let inside = granted.path().join("a.txt");
         assert!(paths.check(inside.to_str().unwrap()).is_ok());
-        let escape = granted
-            .path()
-            .join("..")
-            .join(other.path().file_name().unwrap())
-            .join("b.txt");
+        let escape = granted.path().join("..").join(other.path().file_name().unwrap()).join("b.txt");
         assert!(paths.check(escape.to_str().unwrap()).is_err());
         assert!(paths.check("relative.txt").is_err());
-        assert!(
-            GrantedPaths::default()
-                .check(inside.to_str().unwrap())
-                .is_err()
-        );
+        assert!(GrantedPaths::default().check(inside.to_str().unwrap()).is_err());
     }
 }

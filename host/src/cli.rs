@@ -20,11 +20,7 @@ pub const EXIT_SENSOR_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "attune-host",
-    version,
-    about = "Runs Attune event sensors as sandboxed WebAssembly components"
-)]
+#[command(name = "attune-host", version, about = "Runs Attune event sensors as sandboxed WebAssembly components")]
 pub struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ATTUNE_LOG_FORMAT")]
@@ -103,10 +99,7 @@ pub struct CliError {
 
 impl CliError {
     fn bad_input(message: impl ToString) -> Self {
-        Self {
-            code: EXIT_BAD_INPUT,
-            message: message.to_string(),
-        }
+        Self { code: EXIT_BAD_INPUT, message: message.to_string() }
     }
 }
 
@@ -129,18 +122,12 @@ pub fn resolve_target(args: &RunArgs) -> Result<SensorSpec, CliError> {
     let mut spec = if target.is_dir() {
         let pack = Pack::load(target).map_err(CliError::bad_input)?;
         pick_sensor(pack, args.sensor.as_deref())?
-    } else if matches!(
-        target.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    ) {
+    } else if matches!(target.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
         load_sensor_manifest(target).map_err(CliError::bad_input)?
     } else if target.is_file() {
         SensorSpec::from_file(target).map_err(CliError::bad_input)?
     } else {
-        return Err(CliError::bad_input(format!(
-            "{}: no such file or directory",
-            target.display()
-        )));
+        return Err(CliError::bad_input(format!("{}: no such file or directory", target.display())));
     };
 
     let limits = &mut spec.limits;
@@ -150,25 +137,13 @@ pub fn resolve_target(args: &RunArgs) -> Result<SensorSpec, CliError> {
     limits.validate().map_err(CliError::bad_input)?;
 
     if !args.allow_http.is_empty() || !args.allow_path.is_empty() {
-        let extra_hosts = AllowedHosts::parse(&args.allow_http)
-            .map_err(|e| CliError::bad_input(format!("--allow-http: {e}")))?;
+        let extra_hosts =
+            AllowedHosts::parse(&args.allow_http).map_err(|e| CliError::bad_input(format!("--allow-http: {e}")))?;
         let extra_paths = GrantedPaths::resolve(&args.allow_path, Path::new("."))
             .map_err(|e| CliError::bad_input(format!("--allow-path: {e}")))?;
-        let mut hosts: Vec<String> = spec
-            .grants
-            .http
-            .to_string()
-            .split(", ")
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-        hosts.extend(
-            extra_hosts
-                .to_string()
-                .split(", ")
-                .filter(|s| !s.is_empty())
-                .map(String::from),
-        );
+        let mut hosts: Vec<String> =
+            spec.grants.http.to_string().split(", ").filter(|s| !s.is_empty()).map(String::from).collect();
+        hosts.extend(extra_hosts.to_string().split(", ").filter(|s| !s.is_empty()).map(String::from));
         let mut dirs = spec.grants.paths.dirs().to_vec();
         dirs.extend_from_slice(extra_paths.dirs());
         spec.grants = Arc::new(Grants {
@@ -178,8 +153,8 @@ pub fn resolve_target(args: &RunArgs) -> Result<SensorSpec, CliError> {
     }
 
     if let Some(config) = &args.config {
-        let overrides: Value = serde_json::from_str(config)
-            .map_err(|e| CliError::bad_input(format!("--config: {e}")))?;
+        let overrides: Value =
+            serde_json::from_str(config).map_err(|e| CliError::bad_input(format!("--config: {e}")))?;
         let Value::Object(overrides) = overrides else {
             return Err(CliError::bad_input("--config: must be a JSON object"));
         };
@@ -197,24 +172,12 @@ fn pick_sensor(pack: Pack, wanted: Option<&str>) -> Result<SensorSpec, CliError>
         Some(wanted) => pack
             .sensors
             .iter()
-            .find(|s| {
-                s.sensor_ref == wanted
-                    || s.sensor_ref
-                        .split_once('.')
-                        .is_some_and(|(_, name)| name == wanted)
-            })
+            .find(|s| s.sensor_ref == wanted || s.sensor_ref.split_once('.').is_some_and(|(_, name)| name == wanted))
             .cloned()
-            .ok_or_else(|| {
-                CliError::bad_input(format!(
-                    "{dir}: no sensor `{wanted}` (sensors: {})",
-                    refs.join(", ")
-                ))
-            }),
+            .ok_or_else(|| CliError::bad_input(format!("{dir}: no sensor `{wanted}` (sensors: {})", refs.join(", ")))),
         None => match pack.sensors.as_slice() {
             [only] => Ok(only.clone()),
-            [] => Err(CliError::bad_input(format!(
-                "{dir}: the pack has no sensors"
-            ))),
+            [] => Err(CliError::bad_input(format!("{dir}: the pack has no sensors"))),
             _ => Err(CliError::bad_input(format!(
                 "{dir}: several sensors, pick one with --sensor ({})",
                 refs.join(", ")
@@ -228,27 +191,24 @@ async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
     let mut settings = EngineSettings::from_env();
     settings.cache_dir = args.cache_dir.clone().unwrap_or(settings.cache_dir);
     settings.runtimes_dir = args.runtimes_dir.clone().unwrap_or(settings.runtimes_dir);
-    let engine = SensorEngine::new(settings)
-        .map_err(|e| CliError::bad_input(format!("cannot start the engine: {e:#}")))?;
+    let engine =
+        SensorEngine::new(settings).map_err(|e| CliError::bad_input(format!("cannot start the engine: {e:#}")))?;
 
-    let state_path = args.state_file.clone().unwrap_or_else(|| {
-        PathBuf::from("data/sensor-state").join(format!("{}.json", spec.sensor_ref))
-    });
-    let mut state =
-        StateFile::open(&state_path).map_err(|e| CliError::bad_input(format!("{e:#}")))?;
+    let state_path = args
+        .state_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("data/sensor-state").join(format!("{}.json", spec.sensor_ref)));
+    let mut state = StateFile::open(&state_path).map_err(|e| CliError::bad_input(format!("{e:#}")))?;
 
     let sensor_ref = spec.sensor_ref.clone();
     let failed = |failure: SensorFailure| sensor_failed(&sensor_ref, failure);
-    let mut sensor = match SensorInstance::start(&engine, spec.clone(), state.state().clone()).await
-    {
+    let mut sensor = match SensorInstance::start(&engine, spec.clone(), state.state().clone()).await {
         Ok(sensor) => sensor,
         Err(crate::sandbox::StartError::Load(e)) => return Err(CliError::bad_input(e)),
         Err(crate::sandbox::StartError::Failed(failure)) => return Err(failed(failure)),
     };
 
-    let interval = args
-        .interval_ms
-        .map_or(spec.poll_interval, std::time::Duration::from_millis);
+    let interval = args.interval_ms.map_or(spec.poll_interval, std::time::Duration::from_millis);
     let mut stdout = std::io::stdout().lock();
     let mut done = 0u64;
     loop {
@@ -262,9 +222,7 @@ async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
             writeln!(stdout, "{line}").map_err(CliError::bad_input)?;
         }
         stdout.flush().map_err(CliError::bad_input)?;
-        state
-            .commit(&output.state)
-            .map_err(|e| CliError::bad_input(format!("{e:#}")))?;
+        state.commit(&output.state).map_err(|e| CliError::bad_input(format!("{e:#}")))?;
         tracing::debug!(sensor = %spec.sensor_ref, payloads = output.payloads.len(), fuel = output.fuel_used, "poll done");
         done += 1;
         if args.polls != 0 && done >= args.polls {
@@ -277,16 +235,9 @@ async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
 /// `<sensor>: <reason>`, with the sensor's traceback below when it has one.
 fn sensor_failed(sensor_ref: &str, failure: SensorFailure) -> CliError {
     let mut message = format!("{sensor_ref}: {failure}");
-    if let SensorFailure::Sensor {
-        traceback: Some(traceback),
-        ..
-    } = &failure
-    {
+    if let SensorFailure::Sensor { traceback: Some(traceback), .. } = &failure {
         message.push('\n');
         message.push_str(traceback.trim_end());
     }
-    CliError {
-        code: EXIT_SENSOR_FAILED,
-        message,
-    }
+    CliError { code: EXIT_SENSOR_FAILED, message }
 }

@@ -106,17 +106,12 @@ pub struct PackError {
 
 impl PackError {
     fn new(file: &Path, field: Option<&str>, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            field: field.map(str::to_string),
-            message: message.into(),
-        }
+        Self { file: file.to_path_buf(), field: field.map(str::to_string), message: message.into() }
     }
 }
 
 fn read_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, PackError> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| PackError::new(file, None, e.to_string()))?;
+    let text = std::fs::read_to_string(file).map_err(|e| PackError::new(file, None, e.to_string()))?;
     // serde_yaml's message already says which field and at which line and column.
     serde_yaml::from_str(&text).map_err(|e| PackError::new(file, None, e.to_string()))
 }
@@ -135,12 +130,7 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
 }
 
 /// Triggers every host provides without a pack.
-pub const CORE_TRIGGERS: [&str; 4] = [
-    "core.intervaltimer",
-    "core.crontimer",
-    "core.datetimetimer",
-    "core.webhook",
-];
+pub const CORE_TRIGGERS: [&str; 4] = ["core.intervaltimer", "core.crontimer", "core.datetimetimer", "core.webhook"];
 
 impl Pack {
     pub fn load(dir: &Path) -> Result<Self, PackError> {
@@ -166,16 +156,9 @@ impl Pack {
         let mut sensors = Vec::new();
         for file in yaml_files(&dir.join("sensors"))? {
             let sensor: SensorManifest = read_yaml(&file)?;
-            sensors.push(resolve_sensor(
-                &pack_ref, dir, &file, sensor, &triggers, &context,
-            )?);
+            sensors.push(resolve_sensor(&pack_ref, dir, &file, sensor, &triggers, &context)?);
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            manifest,
-            triggers,
-            sensors,
-        })
+        Ok(Self { dir: dir.to_path_buf(), manifest, triggers, sensors })
     }
 }
 
@@ -188,20 +171,12 @@ fn qualify(pack_ref: &str, given: &str, file: &Path) -> Result<String, PackError
     let name = match given.split_once('.') {
         Some((pack, name)) if pack == pack_ref => name,
         Some((pack, _)) => {
-            return Err(PackError::new(
-                file,
-                Some("ref"),
-                format!("`{given}` is in pack `{pack}`, not `{pack_ref}`"),
-            ));
+            return Err(PackError::new(file, Some("ref"), format!("`{given}` is in pack `{pack}`, not `{pack_ref}`")));
         }
         None => given,
     };
     if !is_identifier(name) {
-        return Err(PackError::new(
-            file,
-            Some("ref"),
-            format!("`{given}`: a name is letters, digits and `_`"),
-        ));
+        return Err(PackError::new(file, Some("ref"), format!("`{given}`: a name is letters, digits and `_`")));
     }
     Ok(format!("{pack_ref}.{name}"))
 }
@@ -216,21 +191,12 @@ fn resolve_sensor(
 ) -> Result<SensorSpec, PackError> {
     let sensor_ref = qualify(pack_ref, &sensor.sensor_ref, file)?;
     if sensor.triggers.is_empty() {
-        return Err(PackError::new(
-            file,
-            Some("triggers"),
-            "a sensor must declare at least one trigger",
-        ));
+        return Err(PackError::new(file, Some("triggers"), "a sensor must declare at least one trigger"));
     }
     for (i, trigger) in sensor.triggers.iter().enumerate() {
-        let known = triggers.iter().any(|t| &t.trigger_ref == trigger)
-            || CORE_TRIGGERS.contains(&trigger.as_str());
+        let known = triggers.iter().any(|t| &t.trigger_ref == trigger) || CORE_TRIGGERS.contains(&trigger.as_str());
         if !known {
-            return Err(PackError::new(
-                file,
-                Some(&format!("triggers[{i}]")),
-                format!("unknown trigger `{trigger}`"),
-            ));
+            return Err(PackError::new(file, Some(&format!("triggers[{i}]")), format!("unknown trigger `{trigger}`")));
         }
     }
     let entry = file.parent().unwrap_or(pack_dir).join(&sensor.entry);
@@ -240,31 +206,19 @@ fn resolve_sensor(
         Runtime::Component => SensorCode::Component(entry),
     };
     if !code.path().is_file() {
-        return Err(PackError::new(
-            file,
-            Some("entry"),
-            format!("{}: no such file", code.path().display()),
-        ));
+        return Err(PackError::new(file, Some("entry"), format!("{}: no such file", code.path().display())));
     }
     if !(sensor.poll_interval > 0.0 && sensor.poll_interval.is_finite()) {
-        return Err(PackError::new(
-            file,
-            Some("poll_interval"),
-            "must be a positive number of seconds",
-        ));
+        return Err(PackError::new(file, Some("poll_interval"), "must be a positive number of seconds"));
     }
-    sensor
-        .limits
-        .validate()
-        .map_err(|e| PackError::new(file, Some("limits"), e))?;
+    sensor.limits.validate().map_err(|e| PackError::new(file, Some("limits"), e))?;
     let http = AllowedHosts::parse(&sensor.capabilities.http)
         .map_err(|e| PackError::new(file, Some("capabilities.http"), e))?;
     let paths = GrantedPaths::resolve(&sensor.capabilities.paths, pack_dir)
         .map_err(|e| PackError::new(file, Some("capabilities.paths"), e))?;
     let config = match &sensor.config {
         Value::Null => Value::Object(Default::default()),
-        config => template::render(config, context)
-            .map_err(|e| PackError::new(file, Some("config"), e))?,
+        config => template::render(config, context).map_err(|e| PackError::new(file, Some("config"), e))?,
     };
     Ok(SensorSpec {
         sensor_ref,
@@ -279,21 +233,12 @@ fn resolve_sensor(
 
 /// Loads the sensor described by one `sensors/<name>.yaml`, with its pack around it.
 pub fn load_sensor_manifest(file: &Path) -> Result<SensorSpec, PackError> {
-    let pack_dir = file
-        .parent()
-        .and_then(Path::parent)
-        .filter(|dir| dir.join("pack.yaml").is_file())
-        .ok_or_else(|| {
-            PackError::new(
-                file,
-                None,
-                "a sensor manifest must sit in <pack>/sensors/ next to <pack>/pack.yaml",
-            )
+    let pack_dir =
+        file.parent().and_then(Path::parent).filter(|dir| dir.join("pack.yaml").is_file()).ok_or_else(|| {
+            PackError::new(file, None, "a sensor manifest must sit in <pack>/sensors/ next to <pack>/pack.yaml")
         })?;
     let pack = Pack::load(pack_dir)?;
-    let canonical = file
-        .canonicalize()
-        .map_err(|e| PackError::new(file, None, e.to_string()))?;
+    let canonical = file.canonicalize().map_err(|e| PackError::new(file, None, e.to_string()))?;
     let name = canonical.file_name().map(|n| n.to_os_string());
     let position = yaml_files(&pack_dir.join("sensors"))?
         .iter()

@@ -28,14 +28,9 @@ impl SensorSpec {
     /// limits, no grants and no declared triggers.
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let code = SensorCode::from_path(path).ok_or_else(|| {
-            format!(
-                "{}: expected a .py, .js, .wasm, sensor .yaml file or a pack directory",
-                path.display()
-            )
+            format!("{}: expected a .py, .js, .wasm, sensor .yaml file or a pack directory", path.display())
         })?;
-        let stem = path
-            .file_stem()
-            .map_or_else(|| "sensor".into(), |s| s.to_string_lossy().into_owned());
+        let stem = path.file_stem().map_or_else(|| "sensor".into(), |s| s.to_string_lossy().into_owned());
         Ok(Self {
             sensor_ref: format!("local.{stem}"),
             triggers: Vec::new(),

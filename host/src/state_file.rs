@@ -18,15 +18,11 @@ impl StateFile {
     /// Opens `path`; a missing file is an empty state.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let state = match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a state file", path.display()))?,
+            Ok(text) => serde_json::from_str(&text).with_context(|| format!("{}: not a state file", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e).with_context(|| format!("{}", path.display())),
         };
-        Ok(Self {
-            path: path.to_path_buf(),
-            state,
-        })
+        Ok(Self { path: path.to_path_buf(), state })
     }
 
     pub fn state(&self) -> &BTreeMap<String, String> {
@@ -44,8 +40,7 @@ impl StateFile {
             std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
         }
         let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)
-            .with_context(|| format!("{}", tmp.display()))?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?).with_context(|| format!("{}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path).with_context(|| format!("{}", self.path.display()))
     }
 }

@@ -8,17 +8,10 @@ use serde_json::Value;
 pub fn render(value: &Value, context: &Value) -> Result<Value, String> {
     Ok(match value {
         Value::String(s) => render_str(s, context)?,
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| render(v, context))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), render(v, context)?)))
-                .collect::<Result<_, String>>()?,
-        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| render(v, context)).collect::<Result<_, _>>()?),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| Ok((k.clone(), render(v, context)?))).collect::<Result<_, String>>()?)
+        }
         other => other.clone(),
     })
 }
@@ -31,10 +24,7 @@ fn render_str(s: &str, context: &Value) -> Result<Value, String> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(start) = rest.find("{{") {
-        let end = rest[start..]
-            .find("}}")
-            .ok_or_else(|| format!("unclosed `{{{{` in `{s}`"))?
-            + start;
+        let end = rest[start..].find("}}").ok_or_else(|| format!("unclosed `{{{{` in `{s}`"))? + start;
         out.push_str(&rest[..start]);
         let path = rest[start + 2..end].trim();
         match lookup(context, path).ok_or_else(|| missing(path))? {
@@ -90,11 +80,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, json!({"port": 8080, "url": "http://b:8080/", "n": 1}));
-        assert!(
-            render(&json!("{{ pack.config.nope }}"), &ctx)
-                .unwrap_err()
-                .contains("pack.config.nope")
-        );
+        assert!(render(&json!("{{ pack.config.nope }}"), &ctx).unwrap_err().contains("pack.config.nope"));
         assert!(render(&json!("x {{ pack.config.port"), &ctx).is_err());
     }
 }

@@ -1,1 +1,10 @@
+//! End-to-end tests: real compiled Python and JS components (built once by `make components`,
+//! compiled once into the shared artifact cache), real HTTP servers, real files, and the real
+//! `attune-host` binary. One test binary, because linking is slow on two cores.
 
+mod cli;
+mod contract;
+mod limits;
+mod policy;
+mod sources;
+mod support;

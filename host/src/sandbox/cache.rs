@@ -21,10 +21,7 @@ impl ArtifactCache {
     pub fn new(dir: PathBuf, engine: &Engine) -> Self {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self {
-            dir,
-            engine_hash: format!("{:016x}", hasher.finish()),
-        }
+        Self { dir, engine_hash: format!("{:016x}", hasher.finish()) }
     }
 
     /// Loads `path` as a component: from the cache when an artifact exists, else compiled and
@@ -57,18 +54,9 @@ impl ArtifactCache {
     fn index_path(&self, path: &Path) -> Option<PathBuf> {
         let canonical = path.canonicalize().ok()?;
         let meta = std::fs::metadata(&canonical).ok()?;
-        let mtime = meta
-            .modified()
-            .ok()?
-            .duration_since(UNIX_EPOCH)
-            .ok()?
-            .as_nanos();
+        let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
         let key = format!("{}\0{}\0{mtime}", canonical.display(), meta.len());
-        Some(
-            self.dir
-                .join("by-file")
-                .join(hex::encode(Sha256::digest(key.as_bytes()))),
-        )
+        Some(self.dir.join("by-file").join(hex::encode(Sha256::digest(key.as_bytes()))))
     }
 
     fn deserialize(&self, engine: &Engine, hash: &str) -> Option<Component> {
@@ -90,21 +78,14 @@ impl ArtifactCache {
         }
     }
 
-    fn compile(
-        &self,
-        engine: &Engine,
-        path: &Path,
-        bytes: &[u8],
-        hash: &str,
-    ) -> Result<Component, CacheMiss> {
+    fn compile(&self, engine: &Engine, path: &Path, bytes: &[u8], hash: &str) -> Result<Component, CacheMiss> {
         let started = Instant::now();
         tracing::info!(
             component = %path.display(),
             size_mib = format!("{:.1}", bytes.len() as f64 / (1 << 20) as f64),
             "compiling component (first use only; the artifact is cached)"
         );
-        let component =
-            Component::new(engine, bytes).map_err(|e| CacheMiss::Compile(format!("{e:#}")))?;
+        let component = Component::new(engine, bytes).map_err(|e| CacheMiss::Compile(format!("{e:#}")))?;
         tracing::info!(component = %path.display(), seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "compiled");
         match component.serialize() {
             Ok(artifact) => {

@@ -47,10 +47,7 @@ struct LogBudget {
 
 impl LogSink {
     pub fn new(sensor_ref: Arc<str>) -> Arc<Self> {
-        Arc::new(Self {
-            sensor_ref,
-            budget: Mutex::default(),
-        })
+        Arc::new(Self { sensor_ref, budget: Mutex::default() })
     }
 
     fn budget(&self) -> std::sync::MutexGuard<'_, LogBudget> {
@@ -141,11 +138,7 @@ impl StdoutStream for GuestOutput {
 }
 
 impl AsyncWrite for GuestOutput {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.0.write_output(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -172,18 +165,13 @@ pub struct SensorCtx {
 
 impl std::fmt::Debug for SensorCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SensorCtx")
-            .field("sensor", &self.log.sensor_ref)
-            .finish_non_exhaustive()
+        f.debug_struct("SensorCtx").field("sensor", &self.log.sensor_ref).finish_non_exhaustive()
     }
 }
 
 impl WasiView for SensorCtx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -219,51 +207,32 @@ impl clock::Host for SensorCtx {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl http::Host for SensorCtx {
-    async fn send(
-        &mut self,
-        request: http::OutgoingRequest,
-    ) -> Result<http::IncomingResponse, http::HttpError> {
+    async fn send(&mut self, request: http::OutgoingRequest) -> Result<http::IncomingResponse, http::HttpError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| http::HttpError::InvalidRequest(format!("{}: {e}", request.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(http::HttpError::InvalidRequest(format!(
-                "{}: only http and https are supported",
-                request.url
-            )));
+            return Err(http::HttpError::InvalidRequest(format!("{}: only http and https are supported", request.url)));
         }
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(0);
         if !self.grants.http.allows(host, port) {
-            let allowed = if self.grants.http.is_empty() {
-                "none".to_string()
-            } else {
-                self.grants.http.to_string()
-            };
-            return Err(http::HttpError::Denied(format!(
-                "{host}:{port} is not an allowed host (allowed: {allowed})"
-            )));
+            let allowed = if self.grants.http.is_empty() { "none".to_string() } else { self.grants.http.to_string() };
+            return Err(http::HttpError::Denied(format!("{host}:{port} is not an allowed host (allowed: {allowed})")));
         }
         let method = match request.method.to_ascii_uppercase().as_str() {
             m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD") => {
-                reqwest::Method::from_bytes(m.as_bytes())
-                    .map_err(|e| http::HttpError::InvalidRequest(e.to_string()))?
+                reqwest::Method::from_bytes(m.as_bytes()).map_err(|e| http::HttpError::InvalidRequest(e.to_string()))?
             }
             other => {
-                return Err(http::HttpError::InvalidRequest(format!(
-                    "unsupported method `{other}`"
-                )));
+                return Err(http::HttpError::InvalidRequest(format!("unsupported method `{other}`")));
             }
         };
         let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let asked = request
-            .timeout_ms
-            .map_or(HTTP_TIMEOUT_MAX, |ms| Duration::from_millis(ms.into()));
+        let asked = request.timeout_ms.map_or(HTTP_TIMEOUT_MAX, |ms| Duration::from_millis(ms.into()));
         let timeout = asked.min(HTTP_TIMEOUT_MAX).min(remaining);
 
         let mut builder = self.http_client.request(method, url).timeout(timeout);
@@ -274,11 +243,7 @@ impl http::Host for SensorCtx {
             builder = builder.body(body);
         }
         let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                http::HttpError::Timeout
-            } else {
-                http::HttpError::Transport(e.to_string())
-            }
+            if e.is_timeout() { http::HttpError::Timeout } else { http::HttpError::Transport(e.to_string()) }
         };
         let mut response = builder.send().await.map_err(transport)?;
         let cap = READ_CAP_BYTES.min(self.limiter.limit_bytes() as u64 / 4);
@@ -289,12 +254,7 @@ impl http::Host for SensorCtx {
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
@@ -303,33 +263,21 @@ impl http::Host for SensorCtx {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(http::IncomingResponse {
-            status,
-            headers,
-            body,
-        })
+        Ok(http::IncomingResponse { status, headers, body })
     }
 }
 
 impl fs::Host for SensorCtx {
     fn list_dir(&mut self, path: String) -> wasmtime::Result<Result<Vec<fs::DirEntry>, String>> {
-        Ok(self
-            .grants
-            .paths
-            .check(&path)
-            .and_then(|dir| list_dir(&dir).map_err(|e| format!("{path}: {e}"))))
+        Ok(self.grants.paths.check(&path).and_then(|dir| list_dir(&dir).map_err(|e| format!("{path}: {e}"))))
     }
 
     fn read_file(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, String>> {
         let cap = READ_CAP_BYTES.min(self.limiter.limit_bytes() as u64 / 4);
         Ok(self.grants.paths.check(&path).and_then(|file| {
-            let len = std::fs::metadata(&file)
-                .map_err(|e| format!("{path}: {e}"))?
-                .len();
+            let len = std::fs::metadata(&file).map_err(|e| format!("{path}: {e}"))?.len();
             if len > cap {
-                return Err(format!(
-                    "{path}: {len} bytes exceeds the read cap of {cap} bytes"
-                ));
+                return Err(format!("{path}: {len} bytes exceeds the read cap of {cap} bytes"));
             }
             std::fs::read(&file).map_err(|e| format!("{path}: {e}"))
         }))

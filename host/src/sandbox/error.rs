@@ -6,34 +6,22 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a WebAssembly component (no `\\0asm` header)")]
     NotWasm { path: PathBuf },
-    #[error(
-        "{path}: a core WebAssembly module, not a component; build sensors with the Attune SDK"
-    )]
+    #[error("{path}: a core WebAssembly module, not a component; build sensors with the Attune SDK")]
     CoreModule { path: PathBuf },
     #[error("{path}: not an Attune sensor: it does not export `{expected}` (exports: {found})")]
-    WrongWorld {
-        path: PathBuf,
-        expected: String,
-        found: String,
-    },
+    WrongWorld { path: PathBuf, expected: String, found: String },
     #[error("{path}: cannot be linked: {reason}")]
     Link { path: PathBuf, reason: String },
     #[error("{path}: invalid component: {reason}")]
     Compile { path: PathBuf, reason: String },
-    #[error(
-        "{path}: the {language} runtime component is missing ({reason}); run `scripts/setup.sh`"
-    )]
-    RuntimeMissing {
-        path: PathBuf,
-        language: &'static str,
-        reason: String,
-    },
+    /// The language runtime refused the sensor's source (syntax error, no `poll`, ...).
+    #[error("{path}: {message}")]
+    Source { path: PathBuf, message: String },
+    #[error("{path}: the {language} runtime component is missing ({reason}); run `scripts/setup.sh`")]
+    RuntimeMissing { path: PathBuf, language: &'static str, reason: String },
 }
 
 /// A sensor call (`load`, `init` or `poll`) failed. Only this sensor is affected; after a trap
@@ -50,26 +38,15 @@ pub enum SensorFailure {
     Trap(String),
     /// The sensor's own code failed: an uncaught exception or a rejected source file.
     #[error("sensor error: {message}")]
-    Sensor {
-        message: String,
-        traceback: Option<String>,
-    },
+    Sensor { message: String, traceback: Option<String> },
     #[error("payload too large: payload {index} is {size} bytes (limit {limit})")]
-    PayloadTooLarge {
-        index: usize,
-        size: usize,
-        limit: usize,
-    },
+    PayloadTooLarge { index: usize, size: usize, limit: usize },
     #[error("too many payloads: {count} in one poll (limit {limit})")]
     TooManyPayloads { count: usize, limit: usize },
     #[error("bad payload: payload {index}: {reason}")]
     BadPayload { index: usize, reason: String },
     #[error("undeclared trigger: payload {index} is for `{trigger}`, sensor declares [{declared}]")]
-    UndeclaredTrigger {
-        index: usize,
-        trigger: String,
-        declared: String,
-    },
+    UndeclaredTrigger { index: usize, trigger: String, declared: String },
 }
 
 impl SensorFailure {
@@ -92,10 +69,7 @@ impl SensorFailure {
     pub fn is_trap(&self) -> bool {
         matches!(
             self,
-            Self::OutOfFuel { .. }
-                | Self::MemoryLimit { .. }
-                | Self::DeadlineExceeded { .. }
-                | Self::Trap(_)
+            Self::OutOfFuel { .. } | Self::MemoryLimit { .. } | Self::DeadlineExceeded { .. } | Self::Trap(_)
         )
     }
 }

@@ -83,14 +83,10 @@ impl SensorInstance {
         let prepared = engine.prepare(&spec.code).await?;
         let source = match &spec.code {
             SensorCode::Python(path) | SensorCode::JavaScript(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let name = path.file_name().map_or_else(
-                    || path.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                );
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+                let name =
+                    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
                 Some((name, text))
             }
             SensorCode::Component(_) => None,
@@ -121,14 +117,16 @@ impl SensorInstance {
 
     /// Bytes of linear memory the live instance holds (0 when none is live).
     pub fn memory_bytes(&self) -> usize {
-        self.live
-            .as_ref()
-            .map_or(0, |live| live.store.data().limiter.memory_bytes())
+        self.live.as_ref().map_or(0, |live| live.store.data().limiter.memory_bytes())
     }
 
     /// Runs one poll under the sensor's limits and checks what it returned.
     pub async fn poll(&mut self) -> Result<PollOutput, SensorFailure> {
-        self.ensure_live().await?;
+        self.ensure_live().await.map_err(|e| match e {
+            StartError::Failed(failure) => failure,
+            // The source was accepted when the sensor started and is held in memory.
+            StartError::Load(e) => SensorFailure::Trap(e.to_string()),
+        })?;
         let Some(live) = self.live.as_mut() else {
             return Err(SensorFailure::Trap("no live instance".into()));
         };
@@ -139,20 +137,12 @@ impl SensorInstance {
         let outcome = finish_call(result, &mut live.store, &self.spec);
         self.last_fuel_used = fuel_used(&live.store, &self.spec);
         let outcome = outcome.and_then(|payloads| self.check_payloads(payloads));
-        let live = self
-            .live
-            .as_mut()
-            .ok_or_else(|| SensorFailure::Trap("no live instance".into()))?;
+        let live = self.live.as_mut().ok_or_else(|| SensorFailure::Trap("no live instance".into()))?;
         match outcome {
             Ok(payloads) => {
                 let state = live.store.data_mut().state.take_delta();
                 super::apply_delta(&mut self.committed, &state);
-                Ok(PollOutput {
-                    payloads,
-                    state,
-                    fuel_used: self.last_fuel_used,
-                    elapsed: started.elapsed(),
-                })
+                Ok(PollOutput { payloads, state, fuel_used: self.last_fuel_used, elapsed: started.elapsed() })
             }
             Err(failure) => {
                 live.store.data_mut().state.discard_delta();
@@ -165,7 +155,7 @@ impl SensorInstance {
     }
 
     /// Builds a fresh instance if there is none: instantiate, `load` the source, `init`.
-    async fn ensure_live(&mut self) -> Result<(), SensorFailure> {
+    async fn ensure_live(&mut self) -> Result<(), StartError> {
         if self.live.is_some() {
             return Ok(());
         }
@@ -173,24 +163,23 @@ impl SensorInstance {
         let spec = self.spec.clone();
         let instance = {
             begin_call(&mut store, &spec, &self.log);
-            let result = tokio::time::timeout(
-                spec.limits_timeout(),
-                self.prepared.pre.instantiate_async(&mut store),
-            )
-            .await;
+            let result =
+                tokio::time::timeout(spec.limits_timeout(), self.prepared.pre.instantiate_async(&mut store)).await;
             finish_call(result.map(|r| r.map(Ok)), &mut store, &spec)?
         };
-        let guest = self
-            .prepared
-            .guest
-            .load(&mut store, &instance)
-            .map_err(|e| SensorFailure::Trap(format!("{e:#}")))?;
-        self.load_source(&mut store, &instance).await?;
+        let guest =
+            self.prepared.guest.load(&mut store, &instance).map_err(|e| SensorFailure::Trap(format!("{e:#}")))?;
+        self.load_source(&mut store, &instance).await.map_err(|failure| match (failure, &self.spec.code) {
+            (SensorFailure::Sensor { message, .. }, SensorCode::Python(path) | SensorCode::JavaScript(path)) => {
+                let message = message.strip_prefix("Error: ").unwrap_or(&message).to_string();
+                StartError::Load(LoadError::Source { path: path.clone(), message })
+            }
+            (failure, _) => StartError::Failed(failure),
+        })?;
 
         let config = spec.config.to_string();
         begin_call(&mut store, &spec, &self.log);
-        let result =
-            tokio::time::timeout(spec.limits_timeout(), guest.call_init(&mut store, &config)).await;
+        let result = tokio::time::timeout(spec.limits_timeout(), guest.call_init(&mut store, &config)).await;
         let init = finish_call(result, &mut store, &spec);
         self.last_fuel_used = fuel_used(&store, &spec);
         init?;
@@ -201,33 +190,20 @@ impl SensorInstance {
         Ok(())
     }
 
-    async fn load_source(
-        &mut self,
-        store: &mut Store<SensorCtx>,
-        instance: &Instance,
-    ) -> Result<(), SensorFailure> {
+    async fn load_source(&mut self, store: &mut Store<SensorCtx>, instance: &Instance) -> Result<(), SensorFailure> {
         let (Some(loader), Some((name, text))) = (&self.prepared.loader, &self.source) else {
             return Ok(());
         };
-        let loader = loader
-            .load(&mut *store, instance)
-            .map_err(|e| SensorFailure::Trap(format!("{e:#}")))?;
+        let loader = loader.load(&mut *store, instance).map_err(|e| SensorFailure::Trap(format!("{e:#}")))?;
         begin_call(store, &self.spec, &self.log);
-        let result = tokio::time::timeout(
-            self.spec.limits_timeout(),
-            loader.call_load(&mut *store, name, text),
-        )
-        .await;
+        let result = tokio::time::timeout(self.spec.limits_timeout(), loader.call_load(&mut *store, name, text)).await;
         finish_call(result, store, &self.spec)
     }
 
     fn new_store(&self) -> Store<SensorCtx> {
         let output = GuestOutput(self.log.clone());
         // No env, args, preopens or network: WasiCtxBuilder grants none of them by default.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(output.clone())
-            .stderr(output)
-            .build();
+        let wasi = WasiCtxBuilder::new().stdout(output.clone()).stderr(output).build();
         let ctx = SensorCtx {
             wasi,
             table: Default::default(),
@@ -241,24 +217,16 @@ impl SensorInstance {
         let mut store = Store::new(&self.engine.engine, ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         store.epoch_deadline_trap();
-        if let Err(e) =
-            store.fuel_async_yield_interval(Some(self.engine.settings.fuel_yield_interval))
-        {
+        if let Err(e) = store.fuel_async_yield_interval(Some(self.engine.settings.fuel_yield_interval)) {
             tracing::warn!(sensor = %self.spec.sensor_ref, "fuel yield interval not set: {e}");
         }
         store
     }
 
-    fn check_payloads(
-        &self,
-        raw: Vec<types::Payload>,
-    ) -> Result<Vec<SensorPayload>, SensorFailure> {
+    fn check_payloads(&self, raw: Vec<types::Payload>) -> Result<Vec<SensorPayload>, SensorFailure> {
         let limits = &self.spec.limits;
         if raw.len() > limits.max_events_per_poll {
-            return Err(SensorFailure::TooManyPayloads {
-                count: raw.len(),
-                limit: limits.max_events_per_poll,
-            });
+            return Err(SensorFailure::TooManyPayloads { count: raw.len(), limit: limits.max_events_per_poll });
         }
         raw.into_iter()
             .enumerate()
@@ -270,25 +238,14 @@ impl SensorInstance {
                         limit: limits.max_payload_bytes,
                     });
                 }
-                let payload: Value =
-                    serde_json::from_str(&p.json).map_err(|e| SensorFailure::BadPayload {
-                        index,
-                        reason: format!("not JSON: {e}"),
-                    })?;
+                let payload: Value = serde_json::from_str(&p.json)
+                    .map_err(|e| SensorFailure::BadPayload { index, reason: format!("not JSON: {e}") })?;
                 if !payload.is_object() {
-                    return Err(SensorFailure::BadPayload {
-                        index,
-                        reason: "a payload must be a JSON object".into(),
-                    });
+                    return Err(SensorFailure::BadPayload { index, reason: "a payload must be a JSON object".into() });
                 }
-                let trigger =
-                    self.spec
-                        .resolve_trigger(p.trigger.as_deref())
-                        .map_err(|declared| SensorFailure::UndeclaredTrigger {
-                            index,
-                            trigger: p.trigger.clone().unwrap_or_default(),
-                            declared,
-                        })?;
+                let trigger = self.spec.resolve_trigger(p.trigger.as_deref()).map_err(|declared| {
+                    SensorFailure::UndeclaredTrigger { index, trigger: p.trigger.clone().unwrap_or_default(), declared }
+                })?;
                 Ok(SensorPayload { trigger, payload })
             })
             .collect()
@@ -308,9 +265,7 @@ fn begin_call(store: &mut Store<SensorCtx>, spec: &SensorSpec, log: &LogSink) {
 }
 
 fn fuel_used(store: &Store<SensorCtx>, spec: &SensorSpec) -> u64 {
-    spec.limits
-        .fuel
-        .saturating_sub(store.get_fuel().unwrap_or(0))
+    spec.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
 }
 
 /// Names why a call failed. The memory flag is checked first: a refused growth surfaces as a
@@ -321,26 +276,17 @@ fn finish_call<T>(
     spec: &SensorSpec,
 ) -> Result<T, SensorFailure> {
     let limits = &spec.limits;
-    let memory_limit = SensorFailure::MemoryLimit {
-        limit_mib: limits.memory_mib,
-    };
+    let memory_limit = SensorFailure::MemoryLimit { limit_mib: limits.memory_mib };
     match result {
-        Err(_elapsed) => Err(SensorFailure::DeadlineExceeded {
-            timeout_ms: limits.timeout_ms,
-        }),
+        Err(_elapsed) => Err(SensorFailure::DeadlineExceeded { timeout_ms: limits.timeout_ms }),
         Ok(Err(_)) if store.data().limiter.exceeded => Err(memory_limit),
         Ok(Err(trap)) => Err(match trap.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => SensorFailure::OutOfFuel { limit: limits.fuel },
-            Some(Trap::Interrupt) => SensorFailure::DeadlineExceeded {
-                timeout_ms: limits.timeout_ms,
-            },
+            Some(Trap::Interrupt) => SensorFailure::DeadlineExceeded { timeout_ms: limits.timeout_ms },
             _ => SensorFailure::Trap(trap_message(&trap)),
         }),
         Ok(Ok(Err(_))) if store.data().limiter.exceeded => Err(memory_limit),
-        Ok(Ok(Err(e))) => Err(SensorFailure::Sensor {
-            message: e.message,
-            traceback: e.traceback,
-        }),
+        Ok(Ok(Err(e))) => Err(SensorFailure::Sensor { message: e.message, traceback: e.traceback }),
         Ok(Ok(Ok(value))) => Ok(value),
     }
 }

@@ -25,11 +25,7 @@ pub struct SensorLimiter {
 
 impl SensorLimiter {
     pub fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            memory_bytes: 0,
-            exceeded: false,
-        }
+        Self { limit, memory_bytes: 0, exceeded: false }
     }
 
     pub fn limit_bytes(&self) -> usize {
@@ -42,31 +38,17 @@ impl SensorLimiter {
 }
 
 impl ResourceLimiter for SensorLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let requested = self.memory_bytes.saturating_sub(current) + desired;
         if requested > self.limit {
             self.exceeded = true;
-            return Err(MemoryLimitExceeded {
-                requested,
-                limit: self.limit,
-            }
-            .into());
+            return Err(MemoryLimitExceeded { requested, limit: self.limit }.into());
         }
         self.memory_bytes = requested;
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

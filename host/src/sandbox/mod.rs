@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::OnceCell;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine, OptLevel};
 
@@ -46,22 +47,13 @@ impl EngineSettings {
     /// Defaults: `$ATTUNE_CACHE_DIR` or `~/.cache/attune/components`; `$ATTUNE_RUNTIMES_DIR` or
     /// `build/runtimes` next to the working directory or the `attune-host` executable.
     pub fn from_env() -> Self {
-        let cache_dir = std::env::var_os("ATTUNE_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(std::env::temp_dir);
-                home.join(".cache/attune/components")
-            });
-        let runtimes_dir = std::env::var_os("ATTUNE_RUNTIMES_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(default_runtimes_dir);
-        Self {
-            cache_dir,
-            runtimes_dir,
-            fuel_yield_interval: 1_000_000,
-        }
+        let cache_dir = std::env::var_os("ATTUNE_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+            home.join(".cache/attune/components")
+        });
+        let runtimes_dir =
+            std::env::var_os("ATTUNE_RUNTIMES_DIR").map(PathBuf::from).unwrap_or_else(default_runtimes_dir);
+        Self { cache_dir, runtimes_dir, fuel_yield_interval: 1_000_000 }
     }
 }
 
@@ -74,11 +66,7 @@ fn default_runtimes_dir() -> PathBuf {
     }
     std::env::current_exe()
         .ok()
-        .and_then(|exe| {
-            exe.ancestors()
-                .find(|dir| dir.join("build/runtimes").is_dir())
-                .map(Path::to_path_buf)
-        })
+        .and_then(|exe| exe.ancestors().find(|dir| dir.join("build/runtimes").is_dir()).map(Path::to_path_buf))
         .map_or(local, |repo| repo.join("build/runtimes"))
 }
 
@@ -123,15 +111,15 @@ pub struct SensorEngine {
     cache: ArtifactCache,
     settings: EngineSettings,
     http_client: reqwest::Client,
-    prepared: Mutex<HashMap<PathBuf, Arc<Prepared>>>,
+    /// One slot per component path, so concurrent starts of sensors sharing a component wait for
+    /// a single compile instead of each running their own.
+    prepared: Mutex<HashMap<PathBuf, Arc<OnceCell<Arc<Prepared>>>>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SensorEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SensorEngine")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("SensorEngine").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -161,15 +149,7 @@ impl SensorEngine {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
         let cache = ArtifactCache::new(settings.cache_dir.clone(), &engine);
-        Ok(Arc::new(Self {
-            engine,
-            linker,
-            cache,
-            settings,
-            http_client,
-            prepared: Mutex::default(),
-            ticker_stop,
-        }))
+        Ok(Arc::new(Self { engine, linker, cache, settings, http_client, prepared: Mutex::default(), ticker_stop }))
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -179,116 +159,64 @@ impl SensorEngine {
     /// The component behind `code`: the sensor's own, or the shared runtime for its language.
     fn component_path(&self, code: &SensorCode) -> (PathBuf, Option<&'static str>) {
         match code {
-            SensorCode::Python(_) => (
-                self.settings.runtimes_dir.join("python.wasm"),
-                Some("python"),
-            ),
-            SensorCode::JavaScript(_) => (
-                self.settings.runtimes_dir.join("javascript.wasm"),
-                Some("javascript"),
-            ),
+            SensorCode::Python(_) => (self.settings.runtimes_dir.join("python.wasm"), Some("python")),
+            SensorCode::JavaScript(_) => (self.settings.runtimes_dir.join("javascript.wasm"), Some("javascript")),
             SensorCode::Component(path) => (path.clone(), None),
         }
     }
 
+    /// Loads the component behind `code` ahead of the first sensor that needs it.
+    pub async fn preload(self: &Arc<Self>, code: &SensorCode) -> Result<(), LoadError> {
+        self.prepare(code).await.map(drop)
+    }
+
     /// Compiles (or loads from cache) and links the component for `code`. Called once per
     /// component per process; later calls return the shared result.
-    pub(crate) async fn prepare(
-        self: &Arc<Self>,
-        code: &SensorCode,
-    ) -> Result<Arc<Prepared>, LoadError> {
+    pub(crate) async fn prepare(self: &Arc<Self>, code: &SensorCode) -> Result<Arc<Prepared>, LoadError> {
         let (path, runtime) = self.component_path(code);
-        if let Some(prepared) = self.prepared_cache().get(&path) {
-            return Ok(prepared.clone());
-        }
-        let this = self.clone();
-        let job_path = path.clone();
-        let prepared =
-            tokio::task::spawn_blocking(move || this.prepare_blocking(&job_path, runtime))
+        let slot = {
+            let mut slots = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+            slots.entry(path.clone()).or_default().clone()
+        };
+        slot.get_or_try_init(|| async {
+            let this = self.clone();
+            let job_path = path.clone();
+            let prepared = tokio::task::spawn_blocking(move || this.prepare_blocking(&job_path, runtime))
                 .await
-                .map_err(|e| LoadError::Compile {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })??;
-        let prepared = Arc::new(prepared);
-        self.prepared_cache().insert(path, prepared.clone());
-        Ok(prepared)
+                .map_err(|e| LoadError::Compile { path: path.clone(), reason: e.to_string() })??;
+            Ok(Arc::new(prepared))
+        })
+        .await
+        .cloned()
     }
 
-    fn prepared_cache(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Prepared>>> {
-        self.prepared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn prepare_blocking(
-        &self,
-        path: &Path,
-        runtime: Option<&'static str>,
-    ) -> Result<Prepared, LoadError> {
+    fn prepare_blocking(&self, path: &Path, runtime: Option<&'static str>) -> Result<Prepared, LoadError> {
         let header = read_header(path).map_err(|source| match runtime {
-            Some(language) => LoadError::RuntimeMissing {
-                path: path.into(),
-                language,
-                reason: source.to_string(),
-            },
-            None => LoadError::Read {
-                path: path.into(),
-                source,
-            },
+            Some(language) => LoadError::RuntimeMissing { path: path.into(), language, reason: source.to_string() },
+            None => LoadError::Read { path: path.into(), source },
         })?;
         check_header(path, &header)?;
-        let component = self
-            .cache
-            .load(&self.engine, path)
-            .map_err(|miss| match miss {
-                CacheMiss::Read(source) => LoadError::Read {
-                    path: path.into(),
-                    source,
-                },
-                CacheMiss::Compile(reason) => LoadError::Compile {
-                    path: path.into(),
-                    reason,
-                },
-            })?;
+        let component = self.cache.load(&self.engine, path).map_err(|miss| match miss {
+            CacheMiss::Read(source) => LoadError::Read { path: path.into(), source },
+            CacheMiss::Compile(reason) => LoadError::Compile { path: path.into(), reason },
+        })?;
         self.link(path, &component, runtime.is_some())
     }
 
-    fn link(
-        &self,
-        path: &Path,
-        component: &Component,
-        is_runtime: bool,
-    ) -> Result<Prepared, LoadError> {
+    fn link(&self, path: &Path, component: &Component, is_runtime: bool) -> Result<Prepared, LoadError> {
         let wrong_world = |expected: &str| {
             let ty = component.component_type();
-            let found: Vec<String> = ty
-                .exports(&self.engine)
-                .map(|(name, _)| name.to_string())
-                .collect();
-            let found = if found.is_empty() {
-                "nothing".into()
-            } else {
-                found.join(", ")
-            };
-            LoadError::WrongWorld {
-                path: path.into(),
-                expected: expected.into(),
-                found,
-            }
+            let found: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+            let found = if found.is_empty() { "nothing".into() } else { found.join(", ") };
+            LoadError::WrongWorld { path: path.into(), expected: expected.into(), found }
         };
         let pre = self
             .linker
             .instantiate_pre(component)
-            .map_err(|e| LoadError::Link {
-                path: path.into(),
-                reason: format!("{e:#}"),
-            })?;
-        let guest =
-            guest::GuestIndices::new(&pre).map_err(|_| wrong_world("attune:sensor/guest@0.1.0"))?;
+            .map_err(|e| LoadError::Link { path: path.into(), reason: format!("{e:#}") })?;
+        let guest = guest::GuestIndices::new(&pre).map_err(|_| wrong_world("attune:sensor/guest@0.1.0"))?;
         let loader = if is_runtime {
-            Some(
-                source_loader::GuestIndices::new(&pre)
-                    .map_err(|_| wrong_world("attune:sensor/source-loader@0.1.0"))?,
-            )
+            Some(source_loader::GuestIndices::new(&pre).map_err(|_| wrong_world("attune:sensor/source-loader@0.1.0"))?)
         } else {
             None
         };
@@ -312,9 +240,7 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
             }
         })
         .map(drop)
-        .unwrap_or_else(|e| {
-            tracing::error!("cannot start the epoch ticker; deadlines will not fire: {e}")
-        });
+        .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker; deadlines will not fire: {e}"));
 }
 
 fn read_header(path: &Path) -> std::io::Result<[u8; 8]> {

@@ -19,10 +19,7 @@ pub struct StateView {
 
 impl StateView {
     pub fn new(committed: BTreeMap<String, String>) -> Self {
-        Self {
-            committed,
-            pending: StateDelta::new(),
-        }
+        Self { committed, pending: StateDelta::new() }
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
@@ -37,10 +34,7 @@ impl StateView {
             return Err(format!("state key must be 1 to {MAX_KEY_BYTES} bytes"));
         }
         if value.len() > MAX_VALUE_BYTES {
-            return Err(format!(
-                "state value for `{key}` is {} bytes (limit {MAX_VALUE_BYTES})",
-                value.len()
-            ));
+            return Err(format!("state value for `{key}` is {} bytes (limit {MAX_VALUE_BYTES})", value.len()));
         }
         if self.get(&key).is_none() && self.keys().len() >= MAX_KEYS {
             return Err(format!("state is full ({MAX_KEYS} keys)"));
@@ -54,18 +48,8 @@ impl StateView {
     }
 
     pub fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .committed
-            .keys()
-            .filter(|k| !self.pending.contains_key(*k))
-            .cloned()
-            .collect();
-        keys.extend(
-            self.pending
-                .iter()
-                .filter(|(_, v)| v.is_some())
-                .map(|(k, _)| k.clone()),
-        );
+        let mut keys: Vec<String> = self.committed.keys().filter(|k| !self.pending.contains_key(*k)).cloned().collect();
+        keys.extend(self.pending.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k.clone()));
         keys.sort();
         keys
     }
@@ -98,10 +82,7 @@ mod tests {
 
     #[test]
     fn pending_writes_shadow_committed_until_taken() {
-        let mut view = StateView::new(BTreeMap::from([
-            ("a".into(), "1".into()),
-            ("b".into(), "2".into()),
-        ]));
+        let mut view = StateView::new(BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())]));
         view.set("a".into(), "10".into()).unwrap();
         view.delete("b".into());
         view.set("c".into(), "3".into()).unwrap();
@@ -119,10 +100,7 @@ mod tests {
     #[test]
     fn oversized_values_are_refused() {
         let mut view = StateView::default();
-        assert!(
-            view.set("k".into(), "x".repeat(MAX_VALUE_BYTES + 1))
-                .is_err()
-        );
+        assert!(view.set("k".into(), "x".repeat(MAX_VALUE_BYTES + 1)).is_err());
         assert!(view.set(String::new(), "x".into()).is_err());
     }
 }

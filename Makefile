@@ -1,0 +1,70 @@
+# Set-up and test entry points. Every target installs what it needs on a fresh machine.
+#   make demo   set up, then run every example sensor once with `attune-host sensor run`
+#   make test   set up, then run every test (Rust end-to-end, Python SDK, JS SDK)
+#   make bench  set up, then run the sandbox benchmark (release build)
+
+SHELL := /bin/bash
+VENV := .venv
+PY_SDK := $(VENV)/bin/attune-sensor
+JS_SDK := sdk-js/node_modules/.package-lock.json
+JS_CLI := node sdk-js/bin/attune-sensor.js
+WIT := wit/sensor.wit
+# Compiled artifacts shared by every test process and run.
+export ATTUNE_CACHE_DIR ?= $(CURDIR)/target/attune-cache
+export ATTUNE_RUNTIMES_DIR ?= $(CURDIR)/build/runtimes
+
+PY_SOURCES := $(shell find sdk-python -name '*.py' -not -path '*/tests/*' 2>/dev/null) sdk-python/pyproject.toml
+JS_SOURCES := $(shell find sdk-js -maxdepth 2 \( -name '*.js' -o -name '*.json' \) -not -path '*/node_modules/*' -not -path '*/test/*' 2>/dev/null)
+
+RUNTIMES := build/runtimes/python.wasm build/runtimes/javascript.wasm
+COMPONENTS := build/components/py_compiled_dep.wasm build/components/js_bundled_dep.wasm build/components/other_world.wasm
+
+.PHONY: setup components demo test test-rust test-sdk bench
+setup: components
+
+components: $(RUNTIMES) $(COMPONENTS)
+
+$(PY_SDK): $(PY_SOURCES) $(WIT)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade ./sdk-python
+	touch $@
+
+$(JS_SDK): sdk-js/package.json sdk-js/package-lock.json
+	npm ci --prefix sdk-js --no-audit --no-fund
+	touch $@
+
+build/runtimes/python.wasm: $(PY_SDK)
+	@mkdir -p $(@D)
+	$(PY_SDK) build-runtime -o $@
+
+build/runtimes/javascript.wasm: $(JS_SDK) $(JS_SOURCES) $(WIT)
+	@mkdir -p $(@D)
+	$(JS_CLI) build-runtime -o $@
+
+build/components/py_compiled_dep.wasm: $(PY_SDK) $(wildcard tests/fixtures/python/compiled_dep/*.py tests/fixtures/python/compiled_dep/*/*.py)
+	@mkdir -p $(@D)
+	$(PY_SDK) build tests/fixtures/python/compiled_dep/sensor.py -o $@
+
+build/components/js_bundled_dep.wasm: $(JS_SDK) $(JS_SOURCES) $(shell find tests/fixtures/js/bundled_dep -name '*.js' 2>/dev/null)
+	@mkdir -p $(@D)
+	$(JS_CLI) build tests/fixtures/js/bundled_dep/sensor.js -o $@
+
+build/components/other_world.wasm: $(JS_SDK) $(wildcard tests/fixtures/js/other_world/*)
+	@mkdir -p $(@D)
+	sdk-js/node_modules/.bin/componentize-qjs --wit tests/fixtures/js/other_world/other.wit --js tests/fixtures/js/other_world/thing.js --sync -o $@
+
+demo: components
+	cargo build --release --bin attune-host
+	scripts/demo.sh
+
+test: components test-sdk test-rust
+
+test-sdk: $(PY_SDK) $(JS_SDK)
+	$(VENV)/bin/python -m unittest discover -s sdk-python/tests -t sdk-python
+	npm test --prefix sdk-js
+
+test-rust: components
+	cargo test --workspace
+
+bench: components
+	cargo bench -p attune-host --bench sandbox

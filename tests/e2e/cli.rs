@@ -1,0 +1,157 @@
+//! `attune-host sensor run` as a user runs it: payload lines on stdout, one named reason on
+//! stderr and a non-zero exit on failure.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::support::{JsonServer, attune_host, built, fixture, repo, run};
+
+fn sensor_run(target: &Path, extra: &[&str]) -> crate::support::Run {
+    let state = tempfile::NamedTempFile::new().unwrap();
+    run(attune_host().args(["sensor", "run"]).arg(target).arg("--state-file").arg(state.path()).args(extra))
+}
+
+#[test]
+fn runs_plain_sources_and_built_components() {
+    let counter_py = sensor_run(&fixture("python/counter.py"), &["--polls", "3", "--interval-ms", "0"]);
+    assert_eq!(counter_py.code, Some(0), "{}", counter_py.stderr);
+    assert_eq!(counter_py.stdout, [json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]);
+
+    let counter_js = sensor_run(&fixture("js/counter.js"), &["--polls", "2", "--interval-ms", "0"]);
+    assert_eq!(counter_js.code, Some(0), "{}", counter_js.stderr);
+    assert_eq!(counter_js.stdout, [json!({"n": 1}), json!({"n": 2})]);
+
+    let wasm = sensor_run(&built("components/js_bundled_dep.wasm"), &[]);
+    assert_eq!(wasm.code, Some(0), "{}", wasm.stderr);
+    assert!(!wasm.stdout.is_empty());
+}
+
+#[test]
+fn state_file_carries_the_cursor_between_runs() {
+    let state = tempfile::NamedTempFile::new().unwrap();
+    let run_once = || {
+        run(attune_host()
+            .args(["sensor", "run"])
+            .arg(fixture("python/counter.py"))
+            .arg("--state-file")
+            .arg(state.path()))
+    };
+    assert_eq!(run_once().stdout, [json!({"n": 1})]);
+    assert_eq!(run_once().stdout, [json!({"n": 2})]);
+}
+
+#[tokio::test]
+async fn runs_a_pack_directory_and_a_sensor_manifest() {
+    let server = JsonServer::start(json!({"items": [{"id": 7}]})).await;
+    let config = json!({"url": server.url("/items")}).to_string();
+    let pack = repo().join("sensors/examples_http");
+    let manifest = pack.join("sensors/json_poller.yaml");
+    for target in [pack.as_path(), manifest.as_path()] {
+        let target = target.to_path_buf();
+        let config = config.clone();
+        let result = tokio::task::spawn_blocking(move || sensor_run(&target, &["--config", &config])).await.unwrap();
+        assert_eq!(result.code, Some(0), "{}", result.stderr);
+        assert_eq!(result.stdout.len(), 1, "{:?}", result.stdout);
+        assert_eq!(result.stdout[0]["id"], 7);
+    }
+
+    let inbox = tempfile::tempdir().unwrap();
+    std::fs::write(inbox.path().join("x.csv"), "1,2").unwrap();
+    let dir = inbox.path().to_str().unwrap().to_string();
+    let config = json!({"dir": dir}).to_string();
+    let files = repo().join("sensors/examples_files");
+    let result = tokio::task::spawn_blocking(move || {
+        sensor_run(&files, &["--config", &config, "--allow-path", &dir, "--envelope"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert_eq!(result.stdout[0]["trigger"], "examples_files.new_file");
+    assert_eq!(result.stdout[0]["payload"]["name"], "x.csv");
+}
+
+#[test]
+fn limit_failures_exit_non_zero_with_the_named_reason() {
+    let cases: [(&Path, &[&str], &str); 4] = [
+        (&fixture("python/busy_loop.py"), &["--fuel", "20000000"], "out of fuel"),
+        (&fixture("js/busy_loop.js"), &["--timeout-ms", "200", "--fuel", "100000000000000"], "deadline exceeded"),
+        (&fixture("python/memory_bomb.py"), &["--memory-mib", "40"], "memory limit"),
+        (&fixture("js/throws.js"), &[], "sensor error: TypeError: bad item"),
+    ];
+    for (target, flags, reason) in cases {
+        let result = sensor_run(target, flags);
+        assert_eq!(result.code, Some(1), "{}: {}", target.display(), result.stderr);
+        let errors = result.errors();
+        assert_eq!(errors.len(), 1, "{}", result.stderr);
+        assert!(errors[0].contains(reason), "{}: {}", target.display(), errors[0]);
+        assert!(result.stdout.is_empty());
+    }
+}
+
+#[test]
+fn python_exceptions_print_the_traceback() {
+    let result = sensor_run(&fixture("python/raises.py"), &[]);
+    assert_eq!(result.code, Some(1));
+    assert!(result.stderr.contains("sensor error: KeyError: 'items'"), "{}", result.stderr);
+    assert!(result.stderr.contains("Traceback") || result.stderr.contains("raises.py\", line"), "{}", result.stderr);
+}
+
+#[test]
+fn bad_input_gives_one_line_naming_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm").unwrap();
+    let core = dir.path().join("core.wasm");
+    // The smallest valid core module: magic plus version 1.
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+
+    let cases: [(&Path, &str); 6] = [
+        (&garbage, "not a WebAssembly component"),
+        (&core, "a core WebAssembly module, not a component"),
+        (&built("components/other_world.wasm"), "not an Attune sensor"),
+        (&fixture("python/syntax_error.py"), "SyntaxError"),
+        (&fixture("python/no_poll.py"), "defines no poll(config) function"),
+        (&fixture("js/no_poll.js"), "defines no poll(config) function"),
+    ];
+    for (target, problem) in cases {
+        let result = sensor_run(target, &[]);
+        assert_ne!(result.code, Some(0), "{}", target.display());
+        let errors = result.errors();
+        assert_eq!(errors.len(), 1, "{}: {}", target.display(), result.stderr);
+        let name = target.file_name().unwrap().to_str().unwrap();
+        assert!(errors[0].contains(name), "must name {name}: {}", errors[0]);
+        assert!(errors[0].contains(problem), "must say `{problem}`: {}", errors[0]);
+    }
+
+    let missing = sensor_run(Path::new("/nonexistent/sensor.py"), &[]);
+    assert_eq!(missing.code, Some(2));
+    assert!(missing.errors()[0].contains("/nonexistent/sensor.py"));
+}
+
+#[test]
+fn bad_manifests_name_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("badpack");
+    std::fs::create_dir_all(pack.join("sensors")).unwrap();
+    std::fs::write(pack.join("pack.yaml"), "ref: badpack\nversion: 0.1.0\n").unwrap();
+    std::fs::write(pack.join("sensors/s.py"), "def poll(config):\n    yield {}\n").unwrap();
+    std::fs::write(
+        pack.join("sensors/s.yaml"),
+        "ref: badpack.s\ntriggers: [badpack.nope]\nruntime: python\nentry: s.py\n",
+    )
+    .unwrap();
+    let result = sensor_run(&pack, &[]);
+    assert_eq!(result.code, Some(2));
+    assert!(result.errors()[0].contains("s.yaml: triggers[0]: unknown trigger `badpack.nope`"), "{}", result.stderr);
+
+    std::fs::write(
+        pack.join("sensors/s.yaml"),
+        "ref: badpack.s\ntriggers: [core.webhook]\nruntime: python\nentry: s.py\nlimits: {fule: 1}\n",
+    )
+    .unwrap();
+    let result = sensor_run(&pack, &[]);
+    assert_eq!(result.code, Some(2));
+    let error = result.errors()[0];
+    assert!(error.contains("s.yaml") && error.contains("fule") && error.contains("line 5"), "{error}");
+}
