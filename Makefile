@@ -51,7 +51,7 @@ build/components/js_bundled_dep.wasm: $(JS_SDK) $(JS_SOURCES) $(shell find tests
 
 build/components/other_world.wasm: $(JS_SDK) $(wildcard tests/fixtures/js/other_world/*)
 	@mkdir -p $(@D)
-	sdk-js/node_modules/.bin/componentize-qjs --wit tests/fixtures/js/other_world/other.wit --js tests/fixtures/js/other_world/thing.js --sync -o $@
+	sdk-js/node_modules/.bin/componentize-qjs --wit tests/fixtures/js/other_world/other.wit -n thing --js tests/fixtures/js/other_world/thing.js --sync -o $@
 
 demo: components
 	cargo build --release --bin attune-host

@@ -107,6 +107,11 @@ impl AllowedHosts {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// These hosts plus `other`'s.
+    pub fn with(&self, other: &AllowedHosts) -> Self {
+        Self(self.0.iter().chain(&other.0).cloned().collect())
+    }
 }
 
 impl fmt::Display for AllowedHosts {
@@ -117,14 +122,19 @@ impl fmt::Display for AllowedHosts {
 }
 
 /// Directories a sensor may read (never write). Stored canonicalized, so `..` and symlinks in a
-/// requested path cannot lead outside them.
+/// requested path cannot lead outside them. A relative path from the sensor is taken relative to
+/// `base` (the pack directory), the same way the manifest's own entries are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GrantedPaths(Vec<PathBuf>);
+pub struct GrantedPaths {
+    dirs: Vec<PathBuf>,
+    base: PathBuf,
+}
 
 impl GrantedPaths {
     /// Canonicalizes each directory; relative ones are taken relative to `base`.
     pub fn resolve<P: AsRef<Path>>(dirs: &[P], base: &Path) -> Result<Self, String> {
-        dirs.iter()
+        let dirs = dirs
+            .iter()
             .map(|dir| {
                 let dir = base.join(dir.as_ref());
                 let canonical = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -133,26 +143,29 @@ impl GrantedPaths {
                 }
                 Ok(canonical)
             })
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<_, _>>()?;
+        Ok(Self { dirs, base: base.to_path_buf() })
+    }
+
+    /// These grants plus `other`'s directories (relative paths still resolve against `self`'s base).
+    pub fn with(&self, other: &GrantedPaths) -> Self {
+        let mut dirs = self.dirs.clone();
+        dirs.extend(other.dirs.iter().cloned());
+        Self { dirs, base: self.base.clone() }
     }
 
     /// The canonical form of `path` if it lies inside a granted directory.
     pub fn check(&self, path: &str) -> Result<PathBuf, String> {
-        let requested = Path::new(path);
+        let requested = self.base.join(path);
         if !requested.is_absolute() {
             return Err(format!("{path}: path must be absolute"));
         }
         let canonical = requested.canonicalize().map_err(|e| format!("{path}: {e}"))?;
-        if self.0.iter().any(|dir| canonical.starts_with(dir)) {
+        if self.dirs.iter().any(|dir| canonical.starts_with(dir)) {
             Ok(canonical)
         } else {
             Err(format!("{path}: access denied (not under a granted path)"))
         }
-    }
-
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.0
     }
 }
 
@@ -185,7 +198,9 @@ mod tests {
         assert!(paths.check(inside.to_str().unwrap()).is_ok());
         let escape = granted.path().join("..").join(other.path().file_name().unwrap()).join("b.txt");
         assert!(paths.check(escape.to_str().unwrap()).is_err());
-        assert!(paths.check("relative.txt").is_err());
+        assert!(paths.check("relative.txt").is_err(), "no such file under base /");
+        let based = GrantedPaths::resolve(&[granted.path()], granted.path()).unwrap();
+        assert_eq!(based.check("a.txt").unwrap(), inside.canonicalize().unwrap());
         assert!(GrantedPaths::default().check(inside.to_str().unwrap()).is_err());
     }
 }

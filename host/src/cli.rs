@@ -136,21 +136,11 @@ pub fn resolve_target(args: &RunArgs) -> Result<SensorSpec, CliError> {
     limits.timeout_ms = args.timeout_ms.unwrap_or(limits.timeout_ms);
     limits.validate().map_err(CliError::bad_input)?;
 
-    if !args.allow_http.is_empty() || !args.allow_path.is_empty() {
-        let extra_hosts =
-            AllowedHosts::parse(&args.allow_http).map_err(|e| CliError::bad_input(format!("--allow-http: {e}")))?;
-        let extra_paths = GrantedPaths::resolve(&args.allow_path, Path::new("."))
-            .map_err(|e| CliError::bad_input(format!("--allow-path: {e}")))?;
-        let mut hosts: Vec<String> =
-            spec.grants.http.to_string().split(", ").filter(|s| !s.is_empty()).map(String::from).collect();
-        hosts.extend(extra_hosts.to_string().split(", ").filter(|s| !s.is_empty()).map(String::from));
-        let mut dirs = spec.grants.paths.dirs().to_vec();
-        dirs.extend_from_slice(extra_paths.dirs());
-        spec.grants = Arc::new(Grants {
-            http: AllowedHosts::parse(&hosts).map_err(CliError::bad_input)?,
-            paths: GrantedPaths::resolve(&dirs, Path::new("/")).map_err(CliError::bad_input)?,
-        });
-    }
+    let extra_hosts = AllowedHosts::parse(&args.allow_http).map_err(|e| CliError::bad_input(format!("--allow-http: {e}")))?;
+    let extra_paths = GrantedPaths::resolve(&args.allow_path, Path::new("."))
+        .map_err(|e| CliError::bad_input(format!("--allow-path: {e}")))?;
+    spec.grants =
+        Arc::new(Grants { http: spec.grants.http.with(&extra_hosts), paths: spec.grants.paths.with(&extra_paths) });
 
     if let Some(config) = &args.config {
         let overrides: Value =

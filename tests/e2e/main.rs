@@ -2,6 +2,9 @@
 //! compiled once into the shared artifact cache), real HTTP servers, real files, and the real
 //! `attune-host` binary. One test binary, because linking is slow on two cores.
 
+// Tests state their expectations with unwrap/expect; a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 mod contract;
 mod limits;
