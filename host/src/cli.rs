@@ -136,7 +136,8 @@ pub fn resolve_target(args: &RunArgs) -> Result<SensorSpec, CliError> {
     limits.timeout_ms = args.timeout_ms.unwrap_or(limits.timeout_ms);
     limits.validate().map_err(CliError::bad_input)?;
 
-    let extra_hosts = AllowedHosts::parse(&args.allow_http).map_err(|e| CliError::bad_input(format!("--allow-http: {e}")))?;
+    let extra_hosts =
+        AllowedHosts::parse(&args.allow_http).map_err(|e| CliError::bad_input(format!("--allow-http: {e}")))?;
     let extra_paths = GrantedPaths::resolve(&args.allow_path, Path::new("."))
         .map_err(|e| CliError::bad_input(format!("--allow-path: {e}")))?;
     spec.grants =

@@ -18,6 +18,8 @@ impl StateFile {
     /// Opens `path`; a missing file is an empty state.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let state = match std::fs::read_to_string(path) {
+            // An empty file (e.g. one just created with `touch` or mktemp) is an empty state.
+            Ok(text) if text.trim().is_empty() => BTreeMap::new(),
             Ok(text) => serde_json::from_str(&text).with_context(|| format!("{}: not a state file", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e).with_context(|| format!("{}", path.display())),

@@ -76,7 +76,7 @@ fn limit_failures_exit_non_zero_with_the_named_reason() {
     let cases: [(&Path, &[&str], &str); 4] = [
         (&fixture("python/busy_loop.py"), &["--fuel", "20000000"], "out of fuel"),
         (&fixture("js/busy_loop.js"), &["--timeout-ms", "200", "--fuel", "100000000000000"], "deadline exceeded"),
-        (&fixture("python/memory_bomb.py"), &["--memory-mib", "40"], "memory limit"),
+        (&fixture("js/memory_bomb.js"), &["--memory-mib", "40", "--fuel", "100000000000000"], "memory limit"),
         (&fixture("js/throws.js"), &[], "sensor error: TypeError: bad item"),
     ];
     for (target, flags, reason) in cases {

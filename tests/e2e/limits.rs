@@ -43,7 +43,13 @@ async fn busy_loop_hits_the_deadline() {
 #[tokio::test]
 async fn memory_bomb_hits_the_memory_limit() {
     for file in ["python/memory_bomb.py", "js/memory_bomb.js"] {
-        let failure = failure_of(file, |s| s.limits.memory_mib = 48).await;
+        let failure = failure_of(file, |s| {
+            s.limits.memory_mib = 48;
+            // Filling memory costs fuel too; make memory the limit that is reached first.
+            s.limits.fuel = u64::MAX / 2;
+            s.limits.timeout_ms = 30_000;
+        })
+        .await;
         assert_eq!(failure, SensorFailure::MemoryLimit { limit_mib: 48 }, "{file}");
     }
 }

@@ -1,0 +1,26 @@
+// Entry of the shared JavaScript runtime component (WIT world `source-runtime`): the host hands
+// it a plain-source sensor through `sourceLoader.load`, then drives it through `guest`.
+import * as sdk from '../index.js';
+import { checkSensor, makeGuest, sensorError } from './glue.js';
+import { evaluateSource, sourceTraceback } from './source.js';
+
+let sensor = null;
+let filename = '<sensor>';
+const traceback = (stack) => sourceTraceback(stack, filename);
+
+export const sourceLoader = {
+  /** Evaluates the sensor source (running its top-level code); called before `guest.init`. */
+  load(name, source) {
+    filename = name;
+    try {
+      sensor = checkSensor(evaluateSource(source, name, sdk), name);
+    } catch (err) {
+      throw sensorError(err, traceback);
+    }
+  },
+};
+
+export const guest = makeGuest(() => {
+  if (!sensor) throw new Error('no sensor source loaded: the host calls source-loader.load before init');
+  return sensor;
+}, traceback);

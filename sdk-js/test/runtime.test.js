@@ -1,0 +1,293 @@
+// The plain-source runtime (world `source-runtime`) and the glue it shares with built sensors.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { before, describe, test } from 'node:test';
+import { bundleRuntime } from '../src/build.js';
+import { fakeHostPlugin, importBundle, installHost } from './helpers.js';
+
+const fixture = (name) => readFileSync(new URL(`../../tests/fixtures/js/${name}`, import.meta.url), 'utf8');
+
+let runtimeJs;
+let runtime;
+before(async () => {
+  runtimeJs = await bundleRuntime([fakeHostPlugin]);
+  runtime = await importBundle(runtimeJs);
+});
+
+/** Loads `source` and runs init; returns the runtime's guest. */
+function start(source, { config = {}, filename = 'sensor.js' } = {}) {
+  runtime.sourceLoader.load(filename, source);
+  runtime.guest.init(JSON.stringify(config));
+  return runtime.guest;
+}
+
+/** The sensor-error a call throws. */
+function errorOf(call) {
+  try {
+    call();
+  } catch (err) {
+    return err;
+  }
+  assert.fail('expected a sensor-error');
+}
+
+const jsonOf = (payloads) => payloads.map((p) => JSON.parse(p.json));
+
+describe('poll results', () => {
+  test('a generator yields one payload per item, for the only trigger', () => {
+    installHost();
+    const guest = start('export function* poll(config) { yield {status: 500}; yield {n: config.n}; }', { config: { n: 7 } });
+    assert.deepEqual(guest.poll(), [
+      { trigger: null, json: '{"status":500}' },
+      { trigger: null, json: '{"n":7}' },
+    ]);
+  });
+
+  test('an array, nothing, or null is fine', () => {
+    installHost();
+    assert.deepEqual(jsonOf(start('export function poll() { return [{a: 1}, 2, "x"]; }').poll()), [{ a: 1 }, 2, 'x']);
+    assert.deepEqual(start('export function poll() {}').poll(), []);
+    assert.deepEqual(start('export function poll() { return null; }').poll(), []);
+  });
+
+  test('emit addresses a payload to a named trigger', () => {
+    installHost();
+    const source = `import { emit } from '@attune/sensor';
+export function* poll() { yield emit('pack.a', {x: 1}); yield {y: 2}; }`;
+    assert.deepEqual(start(source).poll(), [
+      { trigger: 'pack.a', json: '{"x":1}' },
+      { trigger: null, json: '{"y":2}' },
+    ]);
+    assert.match(errorOf(() => start(`import { emit } from '@attune/sensor';\nexport function poll() { return [emit('', 1)]; }`).poll()).message, /^TypeError: emit\(triggerRef, payload\) needs a trigger ref/);
+  });
+
+  test('an item JSON cannot hold is an error naming its index', () => {
+    installHost();
+    const cases = {
+      'undefined': /^TypeError: poll item 1 cannot be serialized as JSON: it is undefined$/,
+      '() => 1': /^TypeError: poll item 1 cannot be serialized as JSON: it is function$/,
+      '{big: 1n}': /^TypeError: poll item 1 cannot be serialized as JSON: .+/,
+      '(() => { const o = {}; o.self = o; return o; })()': /^TypeError: poll item 1 cannot be serialized as JSON: .+/,
+    };
+    for (const [item, message] of Object.entries(cases)) {
+      const error = errorOf(() => start(`export function* poll() { yield {ok: 1}; yield ${item}; }`).poll());
+      assert.match(error.message, message, item);
+    }
+  });
+
+  test('a returned object or Promise is an error that says what to do', () => {
+    installHost();
+    assert.match(errorOf(() => start('export function poll() { return {a: 1}; }').poll()).message, /^TypeError: poll\(config\) returned object: yield each payload/);
+    assert.match(errorOf(() => start('export async function poll() { return [1]; }').poll()).message, /^TypeError: poll\(config\) returned a Promise: .*drop `async`/);
+  });
+});
+
+describe('errors', () => {
+  test('a thrown error becomes "Name: message" with the sensor frames as traceback', () => {
+    installHost();
+    const error = errorOf(() => start(fixture('throws.js'), { filename: 'throws.js' }).poll());
+    assert.equal(error.message, 'TypeError: bad item');
+    // Node names eval'd frames differently from QuickJS; the frame filter itself is tested below.
+    assert.ok(error.traceback === null || typeof error.traceback === 'string');
+  });
+
+  test('a thrown non-Error is reported as such', () => {
+    installHost();
+    assert.deepEqual(errorOf(() => start("export function poll() { throw 'oops'; }").poll()), { message: 'Uncaught oops', traceback: null });
+    assert.deepEqual(errorOf(() => start('export function poll() { throw {code: 42}; }').poll()), { message: 'Uncaught {"code":42}', traceback: null });
+  });
+
+  test('init errors and bad config come back as sensor-errors', () => {
+    installHost();
+    runtime.sourceLoader.load('s.js', "export function init(c) { if (!c.url) throw new Error('config.url is required'); }\nexport function poll() {}");
+    assert.equal(errorOf(() => runtime.guest.init('{}')).message, 'Error: config.url is required');
+    assert.match(errorOf(() => runtime.guest.init('{bad')).message, /^SyntaxError: /);
+  });
+
+  test('a syntax error names the file and line', () => {
+    installHost();
+    const error = errorOf(() => runtime.sourceLoader.load('bad.js', 'export function* poll() {\n  yield {a: 1;\n}\n'));
+    // Node's own SyntaxErrors carry no position; QuickJS's give the line (checked in components).
+    assert.match(error.message, /^SyntaxError: .+ \(bad\.js(, line \d+)?\)$/);
+    assert.equal(error.traceback, null);
+  });
+
+  test('a module without poll, or with another import, is refused at load', () => {
+    installHost();
+    assert.deepEqual(errorOf(() => runtime.sourceLoader.load('no_poll.js', fixture('no_poll.js'))), {
+      message: 'Error: no_poll.js defines no poll(config) function',
+      traceback: null,
+    });
+    const source = "// a sensor\nimport { log } from '@attune/sensor';\nimport leftPad from 'left-pad';\nexport function poll() {}";
+    assert.equal(
+      errorOf(() => runtime.sourceLoader.load('deps.js', source)).message,
+      'SyntaxError: imports other than @attune/sensor need `attune-sensor build` (deps.js, line 3)',
+    );
+  });
+
+  test('init or poll before load is an error, not a crash', async () => {
+    installHost();
+    const fresh = await importBundle(`${runtimeJs}\n// another instance`);
+    assert.match(errorOf(() => fresh.guest.init('{}')).message, /^Error: no sensor source loaded/);
+  });
+});
+
+describe('sdk', () => {
+  test('state: strings, JSON helpers, keys, delete, host errors', () => {
+    const host = installHost();
+    const guest = start(`import { state } from '@attune/sensor';
+export function* poll() {
+  yield [state.get('missing'), state.getJson('missing', 5), state.getJson('missing')];
+  state.set('a', 'x'); state.setJson('b', {n: 1});
+  yield [state.get('a'), state.getJson('b'), state.keys()];
+  state.delete('a');
+  yield state.keys();
+  try { state.set('big', 'x'.repeat(2000)); } catch (e) { yield e.message; }
+  try { state.set('n', 1); } catch (e) { yield e.message; }
+}`);
+    assert.deepEqual(jsonOf(guest.poll()), [
+      [null, 5, null],
+      ['x', { n: 1 }, ['a', 'b']],
+      ['b'],
+      'state quota exceeded',
+      'state.set("n") needs a string value; use state.setJson for other values',
+    ]);
+    assert.deepEqual([...host.store], [['b', '{"n":1}']]);
+  });
+
+  test('log levels reach the host log; clock reads the host clock', () => {
+    const host = installHost();
+    const guest = start(`import { log, clock } from '@attune/sensor';
+export function poll() { log.debug('d'); log.info({a: 1}); log.warn('w'); log.error(new RangeError('e')); log.trace('t'); return [clock.nowMs()]; }`);
+    assert.deepEqual(jsonOf(guest.poll()), [1700000000000]);
+    assert.deepEqual(host.logs, [['debug', 'd'], ['info', '{"a":1}'], ['warn', 'w'], ['error', 'RangeError: e'], ['trace', 't']]);
+  });
+
+  test('without a console (as in QuickJS) the SDK provides one that writes to the host log', async () => {
+    const host = installHost();
+    const nodeConsole = globalThis.console;
+    delete globalThis.console;
+    try {
+      await importBundle(`${runtimeJs}\n// an instance that sees no console`);
+      globalThis.console.log('n =', 1, { a: [2] });
+      globalThis.console.error(new TypeError('t'));
+    } finally {
+      globalThis.console = nodeConsole;
+    }
+    assert.deepEqual(host.logs, [['info', 'n = 1 {"a":[2]}'], ['error', 'TypeError: t']]);
+  });
+
+  test('http: request shape, response helpers, lower-case headers', () => {
+    const host = installHost({
+      respond: () => ({
+        status: 201,
+        headers: [['Content-Type', 'application/json'], ['Set-Cookie', 'a=1'], ['set-cookie', 'b=2']],
+        body: new Uint8Array(Buffer.from('{"é":"ü"}')),
+      }),
+    });
+    const guest = start(`import { http } from '@attune/sensor';
+export function* poll() {
+  const r = http.post('https://api.example.com/x', { json: {a: 'é'}, headers: {Authorization: 'Bearer t'}, timeoutMs: 500 });
+  yield { status: r.status, headers: r.headers, text: r.text(), json: r.json(), bytes: r.body.length };
+  http.get('https://api.example.com/y', { headers: [['X-N', 1]] });
+  http.request({ method: 'put', url: 'https://api.example.com/z', body: 'raw' });
+}`);
+    assert.deepEqual(jsonOf(guest.poll()), [
+      { status: 201, headers: { 'content-type': 'application/json', 'set-cookie': 'a=1, b=2' }, text: '{"é":"ü"}', json: { é: 'ü' }, bytes: 11 },
+    ]);
+    const [post, get, put] = host.requests;
+    assert.deepEqual({ ...post, body: Buffer.from(post.body).toString() }, {
+      method: 'POST',
+      url: 'https://api.example.com/x',
+      headers: [['Authorization', 'Bearer t'], ['content-type', 'application/json']],
+      body: '{"a":"é"}',
+      timeoutMs: 500,
+    });
+    assert.deepEqual(get, { method: 'GET', url: 'https://api.example.com/y', headers: [['X-N', '1']], body: null, timeoutMs: null });
+    assert.equal(put.method, 'PUT');
+    assert.equal(Buffer.from(put.body).toString(), 'raw');
+  });
+
+  test('http: host failures throw HttpError with kind and a clear message', () => {
+    const failures = {
+      'denied.example': { tag: 'denied', val: 'denied.example' },
+      'bad.example': { tag: 'invalid-request', val: 'unsupported scheme' },
+      'slow.example': { tag: 'timeout' },
+      'big.example': { tag: 'too-large', val: 1024 },
+      'down.example': { tag: 'transport', val: 'connection refused' },
+    };
+    installHost({
+      respond: (request) => {
+        throw failures[new URL(request.url).host];
+      },
+    });
+    const guest = start(fixture('http_get.js'), { config: { url: 'https://denied.example/' } });
+    assert.deepEqual(jsonOf(guest.poll()), [
+      { error: "GET https://denied.example/: host not allowed by the sensor's capabilities.http (denied.example)", kind: 'denied' },
+    ]);
+    const messages = Object.keys(failures).map((host) => jsonOf(start(fixture('http_get.js'), { config: { url: `https://${host}/` } }).poll())[0]);
+    assert.deepEqual(messages.slice(1), [
+      { error: 'GET https://bad.example/: invalid request: unsupported scheme', kind: 'invalid-request' },
+      { error: 'GET https://slow.example/: timed out', kind: 'timeout' },
+      { error: "GET https://big.example/: response body larger than the host's cap of 1024 bytes", kind: 'too-large' },
+      { error: 'GET https://down.example/: connection refused', kind: 'transport' },
+    ]);
+    const name = jsonOf(start(`import { http, HttpError } from '@attune/sensor';
+export function* poll() { try { http.get('https://slow.example/'); } catch (e) { yield [e.name, e instanceof HttpError, e instanceof Error]; } }`).poll());
+    assert.deepEqual(name, [['HttpError', true, true]]);
+  });
+
+  test('fs: list, read bytes and text, host errors as Error', () => {
+    installHost({ files: { '/data': { 'a.txt': 'héllo', sub: {} }, '/data/a.txt': 'héllo' } });
+    const guest = start(`import { fs } from '@attune/sensor';
+export function* poll() {
+  yield fs.listDir('/data');
+  yield [fs.readText('/data/a.txt'), fs.readFile('/data/a.txt').length];
+  try { fs.readText('/etc/passwd'); } catch (e) { yield [e instanceof Error, e.message]; }
+}`);
+    assert.deepEqual(jsonOf(guest.poll()), [
+      [
+        { name: 'a.txt', isDir: false, size: 6, modifiedMs: 1000 },
+        { name: 'sub', isDir: true, size: 0, modifiedMs: 1000 },
+      ],
+      ['héllo', 6],
+      [true, '/etc/passwd: not a granted file'],
+    ]);
+  });
+});
+
+describe('fixtures', () => {
+  test('counter counts polls in the state store', () => {
+    installHost();
+    const guest = start(fixture('counter.js'));
+    assert.deepEqual(jsonOf([...guest.poll(), ...guest.poll()]), [{ n: 1 }, { n: 2 }]);
+  });
+
+  test('path_read reads config.path or reports the error', () => {
+    installHost({ files: { '/ok.txt': 'content' } });
+    assert.deepEqual(jsonOf(start(fixture('path_read.js'), { config: { path: '/ok.txt' } }).poll()), [{ content: 'content' }]);
+    assert.deepEqual(jsonOf(start(fixture('path_read.js'), { config: { path: '/no' } }).poll()), [{ error: '/no: not a granted file' }]);
+  });
+
+  test('env_probe runs', () => {
+    installHost();
+    const [seen] = jsonOf(start(fixture('env_probe.js')).poll());
+    assert.ok(Array.isArray(seen.globals));
+  });
+
+  test('examples_files dir_watcher reports new files once, in name order, and forgets removed ones', () => {
+    const dir = { 'b.txt': 'bb', 'a.txt': 'a', sub: {} };
+    const host = installHost({ files: { '/in': dir } });
+    const source = readFileSync(new URL('../../sensors/examples_files/sensors/dir_watcher.js', import.meta.url), 'utf8');
+    const guest = start(source, { config: { dir: '/in/' } });
+    assert.deepEqual(jsonOf(guest.poll()), [
+      { path: '/in/a.txt', name: 'a.txt', size: 1, modified_ms: 1000 },
+      { path: '/in/b.txt', name: 'b.txt', size: 2, modified_ms: 1000 },
+    ]);
+    assert.deepEqual(guest.poll(), []);
+    delete dir['a.txt'];
+    dir['c.txt'] = 'c';
+    assert.deepEqual(jsonOf(guest.poll()).map((p) => p.name), ['c.txt']);
+    assert.deepEqual(JSON.parse(host.store.get('seen')), ['b.txt', 'c.txt']);
+  });
+});

@@ -1,0 +1,140 @@
+"""The `guest` export, shared by compiled sensors and the plain-source runtime.
+
+Both load the sensor's source with :func:`load_source`: a compiled sensor's generated entry module
+while the component is built, the runtime's `load` at run time. :class:`Guest` then drives it.
+Every exception, whatever its type, leaves as ``Err(SensorError)``: componentize-py turns any
+other escaping exception into a trap, which would cost the host a fresh instance and tell the
+author nothing.
+"""
+
+import json
+import linecache
+import sys
+import traceback
+# traceback imports it lazily to align carets under non-ASCII source; a component has only the
+# modules imported while it was built.
+import unicodedata  # noqa: F401
+from collections.abc import Iterator
+from types import ModuleType, TracebackType
+from typing import Any, Callable, Optional, TypeVar
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports.types import Payload, SensorError
+
+from attune_sensor import Emit
+from attune_sensor._text import printable
+
+__all__ = ["MODULE_NAME", "Guest", "load_source", "guarded"]
+
+T = TypeVar("T")
+
+_sensor: Optional[ModuleType] = None
+_config: dict[str, Any] = {}
+
+#: The sensor module's name, in ``sys.modules`` too (so that pickle can find it). Fixed rather than
+#: taken from the file name, which could clash with a module the sensor imports.
+MODULE_NAME = "sensor"
+
+# Modules whose frames sit above the sensor's in every traceback; not shown to the author.
+_GLUE_MODULES = frozenset({__name__, "attune_sensor._runtime"})
+
+
+def load_source(filename: str, source: str) -> None:
+    """Run ``source`` as the sensor module and make it the sensor :class:`Guest` drives.
+
+    Tracebacks name ``filename`` and quote ``source``: a component has no source files to read
+    back at run time.
+    """
+    global _sensor
+    code = compile(source, filename, "exec")
+    # A None mtime keeps linecache.checkcache from discarding the entry for want of a file.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = ModuleType(MODULE_NAME)
+    module.__file__ = filename
+    sys.modules[MODULE_NAME] = module
+    exec(code, module.__dict__)
+    if not callable(getattr(module, "poll", None)):
+        raise Err(SensorError(f"{filename} defines no poll(config) function", None))
+    _sensor = module
+
+
+def guarded(call: Callable[[], T]) -> T:
+    """Run ``call``, turning any exception into the ``Err(SensorError)`` of the WIT contract."""
+    try:
+        return call()
+    except BaseException as exc:  # SystemExit & co. from sensor code must not trap either
+        if isinstance(exc, Err) and isinstance(exc.value, SensorError):
+            raise  # already in contract form (raised by the glue itself)
+        raise Err(_sensor_error(exc)) from None
+
+
+class Guest(exports.Guest):
+    """The `guest` interface of wit/sensor.wit."""
+
+    def init(self, config: str) -> None:
+        guarded(lambda: _init(config))
+
+    def poll(self) -> list[Payload]:
+        return guarded(_poll)
+
+
+def _init(config_json: str) -> None:
+    global _config
+    config = json.loads(config_json)
+    if not isinstance(config, dict):
+        raise TypeError(f"sensor config must be a JSON object, not {type(config).__name__}")
+    _config = config
+    init = getattr(_bound(), "init", None)
+    if callable(init):
+        init(_config)
+
+
+def _poll() -> list[Payload]:
+    result = _bound().poll(_config)
+    if result is None:
+        return []
+    # A returned dict is a common slip; iterating it would emit its keys, so only sequences and
+    # iterators (generators included) are accepted.
+    if not isinstance(result, (list, tuple, Iterator)):
+        raise TypeError(f"poll(config) must yield payloads or return a list, a tuple or None, not {type(result).__name__}")
+    return [_payload(index, item) for index, item in enumerate(result)]
+
+
+def _payload(index: int, item: Any) -> Payload:
+    trigger, document = (item.trigger, item.payload) if isinstance(item, Emit) else (None, item)
+    try:
+        # NaN and infinities are not JSON; the host's parser would reject them.
+        text = json.dumps(document, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+        raise type(exc)(f"payload {index} yielded by poll is not JSON-serializable: {exc}{notes}") from None
+    return Payload(trigger, text)
+
+
+def _bound() -> ModuleType:
+    if _sensor is None:
+        raise RuntimeError("no sensor is loaded")
+    return _sensor
+
+
+def _sensor_error(exc: BaseException) -> SensorError:
+    """``message`` is ``"<ExcType>: <msg>"``; ``traceback`` is Python's usual rendering of the
+    sensor's own frames (the glue's are dropped), or None when there are none to show."""
+    try:
+        text = str(exc)
+        message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        rendered = "".join(traceback.format_exception(type(exc), exc, _without_glue(exc.__traceback__)))
+        rendered = rendered.rstrip("\n")
+        return SensorError(printable(message), None if rendered == message else printable(rendered))
+    except BaseException:
+        # Formatting failed too (a broken __str__, or no memory left): the type alone still helps.
+        return SensorError(type(exc).__name__, None)
+
+
+def _without_glue(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    # The outermost frames are the glue's (and the runtime's); the sensor's start below them.
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") in _GLUE_MODULES:
+        tb = tb.tb_next
+    return tb
+

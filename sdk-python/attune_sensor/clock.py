@@ -1,0 +1,10 @@
+"""Time as seen by the host."""
+
+from wit_world.imports import clock as _wit
+
+__all__ = ["now_ms"]
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds since the Unix epoch (UTC)."""
+    return _wit.now_ms()
