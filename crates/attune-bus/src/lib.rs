@@ -1,0 +1,1 @@
+//! Message bus (see the crate description).

@@ -1,0 +1,1 @@
+//! Rule engine (see the crate description).
