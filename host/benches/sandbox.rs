@@ -137,7 +137,10 @@ async fn measure(file: &str, spawn: &[&str]) -> Figures {
 async fn main() {
     let py_spawn = "import json\nfor i in range(3): print(json.dumps({'host': 'web-%d.prod' % i, 'status': 500 + i}))";
     let js_spawn = "for (let i = 0; i < 3; i++) console.log(JSON.stringify({host: `web-${i}.prod`, status: 500 + i}))";
-    let python = measure("three_payloads.py", &["python3", "-c", py_spawn]).await;
+    // The interpreter binary itself, not a version-manager shim in front of it.
+    let python3 = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output();
+    let python3 = python3.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let python = measure("three_payloads.py", &[&python3, "-c", py_spawn]).await;
     let js = measure("three_payloads.js", &["node", "-e", js_spawn]).await;
 
     println!("| figure (one poll returns 3 small JSON payloads) | Python | JavaScript |");

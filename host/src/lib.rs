@@ -8,4 +8,5 @@ pub mod pack;
 pub mod sandbox;
 pub mod sensor;
 pub mod state_file;
+pub mod store;
 pub mod template;

@@ -10,4 +10,5 @@ mod contract;
 mod limits;
 mod policy;
 mod sources;
+mod store;
 mod support;

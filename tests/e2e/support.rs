@@ -159,3 +159,31 @@ impl Run {
         self.stderr.lines().filter(|l| l.starts_with("error: ")).collect()
     }
 }
+
+/// A fresh SQLite store in a temp dir (kept alive by the returned guard).
+pub async fn sqlite_store() -> (std::sync::Arc<dyn attune_host::store::Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("attune.db").display());
+    let store = attune_host::store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
+/// A fresh PostgreSQL database on the local server (`ATTUNE_TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/postgres`). A missing server fails the test: never a skip.
+pub async fn postgres_store() -> std::sync::Arc<dyn attune_host::store::Store> {
+    let admin_url = std::env::var("ATTUNE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    let name = format!("attune_test_{}", uuid::Uuid::now_v7().simple());
+    let admin = attune_host::store::PgStore::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required at {admin_url} (start it; see README): {e}"));
+    admin.execute_admin(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let url = match admin_url.rsplit_once('/') {
+        Some((server, _db)) => format!("{server}/{name}"),
+        None => panic!("bad ATTUNE_TEST_POSTGRES_URL {admin_url}"),
+    };
+    let store = attune_host::store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}

@@ -1,0 +1,47 @@
+//! Group commit: concurrent pipeline steps share one transaction instead of paying one each.
+//! Each caller hands its [`Commit`] to a single writer task and waits for the outcome; the writer
+//! takes everything queued (up to a cap) and writes it in one transaction.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Commit, Store, StoreError};
+
+/// Most commits written in one transaction.
+const MAX_GROUP: usize = 512;
+/// Commits waiting for the writer before callers are made to wait (backpressure).
+const QUEUE: usize = 4_096;
+
+type Pending = (Commit, oneshot::Sender<Result<(), Arc<StoreError>>>);
+
+#[derive(Debug, Clone)]
+pub struct GroupCommitter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl GroupCommitter {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        let (queue, mut pending) = mpsc::channel::<Pending>(QUEUE);
+        tokio::spawn(async move {
+            let mut group = Vec::with_capacity(MAX_GROUP);
+            while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
+                let (commits, waiters): (Vec<Commit>, Vec<_>) = group.drain(..).unzip();
+                let outcome = store.write(&commits).await.map_err(Arc::new);
+                for waiter in waiters {
+                    // A caller that stopped waiting does not need the outcome.
+                    let _ = waiter.send(outcome.clone());
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Writes `commit` (together with whatever else is queued) and waits until it is durable.
+    pub async fn commit(&self, commit: Commit) -> Result<(), Arc<StoreError>> {
+        let (done, outcome) = oneshot::channel();
+        self.queue.send((commit, done)).await.map_err(|_| Arc::new(StoreError::Closed))?;
+        outcome.await.map_err(|_| Arc::new(StoreError::Closed))?
+    }
+}

@@ -1,0 +1,157 @@
+//! Durable storage behind one narrow interface, with two implementations generated from the same
+//! SQL: SQLite (embedded default, a file under `data/`) and PostgreSQL (production). Migrations
+//! for both dialects live in `migrations/`, with matching versions.
+//!
+//! Writes from the pipeline arrive as [`Commit`]s: a poll's events, the sensor's state writes,
+//! the enforcements its events produced and their outbox messages, all in one transaction, so a
+//! cursor never runs ahead of what was stored and an enforcement never exists without its outbox
+//! row. [`GroupCommitter`] batches concurrent commits into one transaction.
+
+mod group;
+mod sql;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use group::GroupCommitter;
+pub use sql::{PgStore, SqliteStore};
+
+use crate::sandbox::StateDelta;
+
+/// A stored event: one payload, accepted for one trigger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    /// UUIDv7: unique across hosts, ordered by creation time.
+    pub id: String,
+    pub trigger_ref: String,
+    /// Where it came from: `sensor:<ref>`, `timer:<rule>`, `webhook`, `api:<token>`.
+    pub source: String,
+    pub payload: Value,
+    /// Unix microseconds.
+    pub created_at: i64,
+}
+
+/// A rule matched an event: one per (rule, event), whatever happens.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnforcementRecord {
+    /// Derived from (rule, event), so writing the same enforcement twice is a no-op.
+    pub id: String,
+    pub rule_ref: String,
+    pub event_id: String,
+    pub trigger_ref: String,
+    pub action_ref: String,
+    /// Resolved action parameters; `None` when resolving them failed (see `error`).
+    pub parameters: Option<Value>,
+    /// `scheduled` (published for an executor) or `failed` (parameters could not be resolved).
+    pub status: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+}
+
+/// A message waiting in the outbox for the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub message_id: String,
+    pub routing_key: String,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message: OutboxMessage,
+}
+
+/// Everything one pipeline step writes, atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// The sensor whose state writes are in `state`.
+    pub sensor_ref: Option<String>,
+    pub state: StateDelta,
+    pub events: Vec<EventRecord>,
+    pub enforcements: Vec<EnforcementRecord>,
+    pub outbox: Vec<OutboxMessage>,
+}
+
+/// A page of a list query, newest first. `before` is an id cursor from the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub trigger_ref: Option<String>,
+    pub rule_ref: Option<String>,
+    /// Unix microseconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix microseconds, exclusive.
+    pub until: Option<i64>,
+    pub before: Option<String>,
+    pub limit: u32,
+}
+
+/// A rule as stored: its spec as JSON plus what is indexed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRule {
+    pub rule_ref: String,
+    pub pack_ref: Option<String>,
+    pub trigger_ref: String,
+    pub enabled: bool,
+    pub spec: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored document is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://..")]
+    Url(String),
+    #[error("the store's writer has stopped")]
+    Closed,
+}
+
+/// The storage interface. Implementations are safe to share between tasks; every method is one
+/// transaction or one read.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies pending migrations. Called at start by `serve` and by `attune-host migrate`.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Writes every commit in one transaction: all or nothing.
+    async fn write(&self, commits: &[Commit]) -> Result<(), StoreError>;
+    /// A sensor's committed state.
+    async fn sensor_state(&self, sensor_ref: &str) -> Result<BTreeMap<String, String>, StoreError>;
+
+    /// Oldest unpublished outbox rows first.
+    async fn unpublished(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Marks rows published; called only after the broker confirmed them.
+    async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
+    async fn outbox_backlog(&self) -> Result<i64, StoreError>;
+
+    async fn events(&self, filter: &ListFilter) -> Result<Vec<EventRecord>, StoreError>;
+    async fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError>;
+    async fn enforcements(&self, filter: &ListFilter) -> Result<Vec<EnforcementRecord>, StoreError>;
+
+    async fn upsert_rule(&self, rule: &StoredRule) -> Result<(), StoreError>;
+    /// Returns whether a rule was deleted.
+    async fn delete_rule(&self, rule_ref: &str) -> Result<bool, StoreError>;
+    async fn rules(&self) -> Result<Vec<StoredRule>, StoreError>;
+}
+
+/// Opens the store named by `url`: `sqlite://PATH` (created if missing) or `postgres://..`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::Url(url.to_string()))
+    }
+}
+
+/// Current time in Unix microseconds.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}

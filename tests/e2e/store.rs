@@ -1,0 +1,124 @@
+//! The store contract, run against SQLite and PostgreSQL alike.
+
+use std::sync::Arc;
+
+use attune_host::store::{Commit, EnforcementRecord, EventRecord, ListFilter, OutboxMessage, Store, StoredRule};
+use serde_json::json;
+
+use crate::support::{postgres_store, sqlite_store};
+
+fn event(id: &str, trigger: &str, at: i64) -> EventRecord {
+    EventRecord {
+        id: id.into(),
+        trigger_ref: trigger.into(),
+        source: "sensor:p.s".into(),
+        payload: json!({"n": at}),
+        created_at: at,
+    }
+}
+
+fn enforcement(id: &str, rule: &str, event_id: &str, at: i64) -> EnforcementRecord {
+    EnforcementRecord {
+        id: id.into(),
+        rule_ref: rule.into(),
+        event_id: event_id.into(),
+        trigger_ref: "p.t".into(),
+        action_ref: "core.echo".into(),
+        parameters: Some(json!({"message": "hi"})),
+        status: "scheduled".into(),
+        error: None,
+        created_at: at,
+    }
+}
+
+fn message(id: &str) -> OutboxMessage {
+    OutboxMessage { message_id: id.into(), routing_key: "enforcement.created".into(), body: json!({"id": id}) }
+}
+
+fn page(limit: u32) -> ListFilter {
+    ListFilter { limit, ..Default::default() }
+}
+
+async fn contract(store: Arc<dyn Store>) {
+    // Migrating again is a no-op.
+    store.migrate().await.unwrap();
+
+    let commit = Commit {
+        sensor_ref: Some("p.s".into()),
+        state: [("cursor".to_string(), Some("3".to_string())), ("gone".to_string(), None)].into(),
+        events: vec![event("e1", "p.t", 100), event("e2", "p.t", 200), event("e3", "p.u", 300)],
+        enforcements: vec![enforcement("f1", "p.r", "e1", 100), enforcement("f2", "p.r", "e2", 200)],
+        outbox: vec![message("f1"), message("f2")],
+    };
+    store.write(&[commit.clone()]).await.unwrap();
+
+    // Reads: newest first, filtered, paged by cursor.
+    let ids = |events: Vec<EventRecord>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.events(&page(10)).await.unwrap()), ["e3", "e2", "e1"]);
+    let by_trigger = ListFilter { trigger_ref: Some("p.t".into()), ..page(10) };
+    assert_eq!(ids(store.events(&by_trigger).await.unwrap()), ["e2", "e1"]);
+    let window = ListFilter { since: Some(150), until: Some(300), ..page(10) };
+    assert_eq!(ids(store.events(&window).await.unwrap()), ["e2"]);
+    let second_page = ListFilter { before: Some("e3".into()), ..page(1) };
+    assert_eq!(ids(store.events(&second_page).await.unwrap()), ["e2"]);
+    assert_eq!(store.event("e1").await.unwrap().unwrap(), event("e1", "p.t", 100));
+    assert!(store.event("nope").await.unwrap().is_none());
+    let by_rule = ListFilter { rule_ref: Some("p.r".into()), ..page(10) };
+    assert_eq!(store.enforcements(&by_rule).await.unwrap()[0], enforcement("f2", "p.r", "e2", 200));
+    assert_eq!(store.sensor_state("p.s").await.unwrap(), [("cursor".to_string(), "3".to_string())].into());
+
+    // Replaying the same enforcements and messages writes nothing new.
+    let replay = Commit {
+        enforcements: vec![enforcement("f1-again", "p.r", "e1", 100)],
+        outbox: vec![message("f1")],
+        ..Default::default()
+    };
+    store.write(&[replay]).await.unwrap();
+    assert_eq!(store.enforcements(&page(10)).await.unwrap().len(), 2);
+    assert_eq!(store.outbox_backlog().await.unwrap(), 2);
+
+    // Outbox: oldest first; only confirmed rows are marked.
+    let rows = store.unpublished(10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.message.message_id.as_str()).collect::<Vec<_>>(), ["f1", "f2"]);
+    store.mark_published(&[rows[0].id]).await.unwrap();
+    assert_eq!(store.unpublished(10).await.unwrap()[0].message, message("f2"));
+    assert_eq!(store.outbox_backlog().await.unwrap(), 1);
+
+    // All or nothing: an enforcement of a missing event fails the whole transaction.
+    let broken = Commit {
+        sensor_ref: Some("p.s".into()),
+        state: [("cursor".to_string(), Some("99".to_string()))].into(),
+        events: vec![event("e4", "p.t", 400)],
+        enforcements: vec![enforcement("f9", "p.r", "missing-event", 400)],
+        outbox: vec![message("f9")],
+    };
+    assert!(store.write(&[broken]).await.is_err());
+    assert!(store.event("e4").await.unwrap().is_none());
+    assert_eq!(store.sensor_state("p.s").await.unwrap()["cursor"], "3");
+    assert_eq!(store.outbox_backlog().await.unwrap(), 1);
+
+    // Rules.
+    let rule = StoredRule {
+        rule_ref: "p.r".into(),
+        pack_ref: Some("p".into()),
+        trigger_ref: "p.t".into(),
+        enabled: true,
+        spec: json!({"ref": "p.r"}),
+    };
+    store.upsert_rule(&rule).await.unwrap();
+    store.upsert_rule(&StoredRule { enabled: false, ..rule.clone() }).await.unwrap();
+    assert_eq!(store.rules().await.unwrap(), [StoredRule { enabled: false, ..rule }]);
+    assert!(store.delete_rule("p.r").await.unwrap());
+    assert!(!store.delete_rule("p.r").await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_contract() {
+    let (store, _dir) = sqlite_store().await;
+    contract(store).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_the_contract() {
+    contract(postgres_store().await).await;
+}
