@@ -14,8 +14,8 @@ use crate::sandbox::{EngineSettings, Grants, SensorEngine, SensorFailure, Sensor
 use crate::sensor::SensorSpec;
 use crate::state_file::StateFile;
 
-/// Exit code for a sensor that failed while running.
-pub const EXIT_SENSOR_FAILED: u8 = 1;
+/// Exit code for a sensor that failed while running, or a command that failed.
+pub const EXIT_FAILED: u8 = 1;
 /// Exit code for input that could not be used at all (bad file, bad manifest, bad flag).
 pub const EXIT_BAD_INPUT: u8 = 2;
 
@@ -40,7 +40,34 @@ pub enum Command {
     /// Work with sensors.
     #[command(subcommand)]
     Sensor(SensorCommand),
+    /// Work with rules.
+    #[command(subcommand)]
+    Rule(RuleCommand),
+    /// Apply pending database migrations.
+    Migrate(DatabaseArgs),
 }
+
+#[derive(Debug, Subcommand)]
+pub enum RuleCommand {
+    /// Evaluate a rule against a payload and explain every condition. Exit 0 when it matches,
+    /// 1 when it does not, 2 on a bad rule or payload.
+    Test {
+        /// The rule (YAML or JSON).
+        rule: PathBuf,
+        /// The payload (JSON).
+        payload: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://PATH` or `postgres://..`.
+    #[arg(long, env = "ATTUNE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+/// The embedded default store.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/attune.db";
 
 #[derive(Debug, Subcommand)]
 pub enum SensorCommand {
@@ -106,6 +133,8 @@ impl CliError {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Sensor(SensorCommand::Run(args)) => sensor_run(args).await,
+        Command::Rule(RuleCommand::Test { rule, payload }) => return rule_test(&rule, &payload),
+        Command::Migrate(args) => migrate(&args.database_url).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -230,5 +259,32 @@ fn sensor_failed(sensor_ref: &str, failure: SensorFailure) -> CliError {
         message.push('\n');
         message.push_str(traceback.trim_end());
     }
-    CliError { code: EXIT_SENSOR_FAILED, message }
+    CliError { code: EXIT_FAILED, message }
+}
+
+fn rule_test(rule: &Path, payload: &Path) -> ExitCode {
+    let read = |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("error: {}: {e}", path.display()));
+    let outcome = match (read(rule), read(payload)) {
+        (Ok(rule_text), Ok(payload_text)) => {
+            attune_rules::rule_test(&rule_text, &rule.display().to_string(), &payload_text)
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    if outcome.exit_code == EXIT_BAD_INPUT {
+        eprint!("{}", outcome.text);
+    } else {
+        print!("{}", outcome.text);
+    }
+    ExitCode::from(outcome.exit_code)
+}
+
+async fn migrate(database_url: &str) -> Result<(), CliError> {
+    let store =
+        crate::store::open(database_url).await.map_err(|e| CliError::bad_input(format!("{database_url}: {e}")))?;
+    store.migrate().await.map_err(|e| CliError { code: EXIT_FAILED, message: format!("{database_url}: {e}") })?;
+    eprintln!("migrations applied to {database_url}");
+    Ok(())
 }

@@ -1,12 +1,13 @@
 //! Attune sensor host: runs third-party event sensors as sandboxed WebAssembly components and
 //! turns what they emit into events.
 
+pub mod app;
 pub mod capabilities;
 pub mod cli;
 pub mod limits;
 pub mod pack;
+pub mod pipeline;
 pub mod sandbox;
 pub mod sensor;
 pub mod state_file;
 pub mod store;
-pub mod template;

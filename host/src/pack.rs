@@ -12,7 +12,6 @@ use crate::capabilities::{AllowedHosts, GrantedPaths};
 use crate::limits::Limits;
 use crate::sandbox::{Grants, SensorCode};
 use crate::sensor::SensorSpec;
-use crate::template;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,7 +217,8 @@ fn resolve_sensor(
         .map_err(|e| PackError::new(file, Some("capabilities.paths"), e))?;
     let config = match &sensor.config {
         Value::Null => Value::Object(Default::default()),
-        config => template::render(config, context).map_err(|e| PackError::new(file, Some("config"), e))?,
+        config => attune_rules::template::render(config, context)
+            .map_err(|e| PackError::new(file, Some("config"), e.to_string()))?,
     };
     Ok(SensorSpec {
         sensor_ref,

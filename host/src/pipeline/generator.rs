@@ -47,8 +47,8 @@ impl Source {
 pub enum Rejected {
     #[error("payload {index}: unknown trigger `{trigger}`")]
     UnknownTrigger { index: usize, trigger: String },
-    #[error("payload {index}: trigger `{trigger}` is not declared by {source}")]
-    Undeclared { index: usize, trigger: String, source: String },
+    #[error("payload {index}: trigger `{trigger}` is not declared by {origin}")]
+    Undeclared { index: usize, trigger: String, origin: String },
     #[error("payload {index}: {size} bytes exceeds the limit of {limit}")]
     TooLarge { index: usize, size: usize, limit: usize },
     #[error("payload {index}: does not match the payload_schema of `{trigger}`: {errors}")]
@@ -96,10 +96,10 @@ impl TriggerCatalog {
     pub fn add(&mut self, trigger: &TriggerManifest) -> Result<(), BadSchema> {
         let schema = match &trigger.payload_schema {
             None | Some(Value::Null) => None,
-            Some(schema) => Some(jsonschema::validator_for(schema).map_err(|e| BadSchema {
-                trigger: trigger.trigger_ref.clone(),
-                message: e.to_string(),
-            })?),
+            Some(schema) => Some(
+                jsonschema::validator_for(schema)
+                    .map_err(|e| BadSchema { trigger: trigger.trigger_ref.clone(), message: e.to_string() })?,
+            ),
         };
         self.triggers.insert(trigger.trigger_ref.clone(), TriggerCheck { schema });
         Ok(())
@@ -132,15 +132,18 @@ impl EventGenerator {
                     return Err(Rejected::UnknownTrigger { index, trigger });
                 };
                 if !source.declares(&trigger) {
-                    return Err(Rejected::Undeclared { index, trigger, source: source.label() });
+                    return Err(Rejected::Undeclared { index, trigger, origin: source.label() });
                 }
                 let size = payload.to_string().len();
                 if size > self.max_payload_bytes {
                     return Err(Rejected::TooLarge { index, size, limit: self.max_payload_bytes });
                 }
                 if let Some(schema) = &check.schema {
-                    let errors: Vec<String> =
-                        schema.iter_errors(&payload).take(3).map(|e| format!("{} at `{}`", e, e.instance_path())).collect();
+                    let errors: Vec<String> = schema
+                        .iter_errors(&payload)
+                        .take(3)
+                        .map(|e| format!("{} at `{}`", e, e.instance_path()))
+                        .collect();
                     if !errors.is_empty() {
                         return Err(Rejected::Schema { index, trigger, errors: errors.join("; ") });
                     }

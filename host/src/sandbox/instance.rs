@@ -115,6 +115,15 @@ impl SensorInstance {
         self.last_fuel_used
     }
 
+    /// Resets the sensor's state to `committed` (what the store holds), e.g. after the pipeline
+    /// refused the poll whose writes were already applied here.
+    pub fn restore_state(&mut self, committed: BTreeMap<String, String>) {
+        if let Some(live) = self.live.as_mut() {
+            live.store.data_mut().state = StateView::new(committed.clone());
+        }
+        self.committed = committed;
+    }
+
     /// Bytes of linear memory the live instance holds (0 when none is live).
     pub fn memory_bytes(&self) -> usize {
         self.live.as_ref().map_or(0, |live| live.store.data().limiter.memory_bytes())

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use attune_bus::{Message, OutboxRow};
 pub use group::GroupCommitter;
 pub use sql::{PgStore, SqliteStore};
 
@@ -51,20 +52,6 @@ pub struct EnforcementRecord {
     pub created_at: i64,
 }
 
-/// A message waiting in the outbox for the bus.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxMessage {
-    pub message_id: String,
-    pub routing_key: String,
-    pub body: Value,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub message: OutboxMessage,
-}
-
 /// Everything one pipeline step writes, atomically.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
@@ -73,7 +60,7 @@ pub struct Commit {
     pub state: StateDelta,
     pub events: Vec<EventRecord>,
     pub enforcements: Vec<EnforcementRecord>,
-    pub outbox: Vec<OutboxMessage>,
+    pub outbox: Vec<Message>,
 }
 
 /// A page of a list query, newest first. `before` is an id cursor from the previous page.
@@ -138,6 +125,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Returns whether a rule was deleted.
     async fn delete_rule(&self, rule_ref: &str) -> Result<bool, StoreError>;
     async fn rules(&self) -> Result<Vec<StoredRule>, StoreError>;
+}
+
+/// The store as the bus relay's outbox.
+#[derive(Debug, Clone)]
+pub struct StoreOutbox(pub Arc<dyn Store>);
+
+impl attune_bus::Outbox for StoreOutbox {
+    type Error = StoreError;
+
+    async fn fetch_unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.0.unpublished(u32::try_from(limit).unwrap_or(u32::MAX)).await
+    }
+
+    async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+        self.0.mark_published(ids).await
+    }
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing) or `postgres://..`.

@@ -11,9 +11,7 @@ use sqlx::QueryBuilder;
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{
-    Commit, EnforcementRecord, EventRecord, ListFilter, OutboxMessage, OutboxRow, Store, StoreError, StoredRule,
-};
+use super::{Commit, EnforcementRecord, EventRecord, ListFilter, Message, OutboxRow, Store, StoreError, StoredRule};
 
 /// Rows per multi-row INSERT: well under both databases' bind-parameter limits.
 const ROWS_PER_INSERT: usize = 500;
@@ -99,7 +97,7 @@ macro_rules! sql_store {
                     insert.push(" ON CONFLICT (rule_ref, event_id) DO NOTHING");
                     insert.build().execute(&mut *tx).await?;
                 }
-                let outbox: Vec<&OutboxMessage> = commits.iter().flat_map(|c| &c.outbox).collect();
+                let outbox: Vec<&Message> = commits.iter().flat_map(|c| &c.outbox).collect();
                 let now = super::now_micros();
                 for chunk in outbox.chunks(ROWS_PER_INSERT) {
                     let mut insert: QueryBuilder<$db> =
@@ -161,7 +159,7 @@ macro_rules! sql_store {
                 rows.into_iter()
                     .map(|(id, message_id, routing_key, body)| {
                         let body = serde_json::from_str(&body)?;
-                        Ok(OutboxRow { id, message: OutboxMessage { message_id, routing_key, body } })
+                        Ok(OutboxRow { id, message: Message { message_id, routing_key, body } })
                     })
                     .collect()
             }

@@ -1,0 +1,148 @@
+//! The pipeline assembled: store, event generator, rules, group commit, bus and outbox relay.
+//! `serve`, the tests and the benchmarks all start the same thing.
+
+use std::sync::Arc;
+
+use attune_bus::{AmqpBus, AmqpOptions, Bus, DEFAULT_EXCHANGE, InProcessBus, Relay, RelayOptions, RelayStats};
+use attune_rules::{CompiledRule, RuleSpec};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::limits::Limits;
+use crate::pack::Pack;
+use crate::pipeline::{EventGenerator, IngestError, Ingested, Pipeline, Source, TriggerCatalog};
+use crate::sandbox::{SensorFailure, SensorInstance};
+use crate::store::{GroupCommitter, Store, StoreError, StoreOutbox, StoredRule};
+
+/// Capacity of each subscriber queue of the in-process bus.
+const IN_PROCESS_BUS_CAPACITY: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// `sqlite://PATH` or `postgres://..`.
+    pub database_url: String,
+    /// RabbitMQ; `None` for the in-process bus.
+    pub amqp_url: Option<String>,
+    pub exchange: String,
+}
+
+impl AppConfig {
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self { database_url: database_url.into(), amqp_url: None, exchange: DEFAULT_EXCHANGE.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("bus: {0}")]
+    Bus(#[from] attune_bus::BusError),
+    #[error(transparent)]
+    Schema(#[from] crate::pipeline::BadSchema),
+    #[error(transparent)]
+    Rule(#[from] attune_rules::RuleError),
+    #[error("stored rule `{rule_ref}` no longer parses: {message}")]
+    StoredRule { rule_ref: String, message: String },
+}
+
+/// What one sensor poll fed into the pipeline, or why it did not.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Sensor(#[from] SensorFailure),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+#[derive(Debug)]
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub pipeline: Arc<Pipeline>,
+    pub bus: Arc<dyn Bus>,
+    /// The in-process bus, when that is the bus (to subscribe to it).
+    pub in_process: Option<InProcessBus>,
+    relay: JoinHandle<RelayStats>,
+    stop_relay: oneshot::Sender<()>,
+}
+
+impl App {
+    /// Opens and migrates the store, connects the bus (lazily: a broker that is down only delays
+    /// publishing, the outbox keeps everything), loads the stored rules and starts the relay.
+    pub async fn start(config: &AppConfig, packs: &[Pack]) -> Result<Self, AppError> {
+        let store = crate::store::open(&config.database_url).await?;
+        store.migrate().await?;
+        let (bus, in_process): (Arc<dyn Bus>, _) = match &config.amqp_url {
+            Some(url) => (Arc::new(AmqpBus::new(url, AmqpOptions::with_exchange(config.exchange.clone()))?), None),
+            None => {
+                let bus = InProcessBus::new(IN_PROCESS_BUS_CAPACITY);
+                (Arc::new(bus.clone()), Some(bus))
+            }
+        };
+        let relay = Relay::new(StoreOutbox(store.clone()), bus.clone(), RelayOptions::default());
+        let catalog = Arc::new(TriggerCatalog::new(packs)?);
+        let generator = EventGenerator::new(catalog, Limits::default().max_payload_bytes);
+        let pipeline = Arc::new(Pipeline::new(generator, GroupCommitter::start(store.clone()), relay.notifier()));
+        for pack in packs {
+            pipeline.set_pack_config(&pack.manifest.pack_ref, pack.manifest.config.clone());
+        }
+        for stored in store.rules().await? {
+            let spec = RuleSpec::from_json(stored.spec.clone())
+                .map_err(|e| AppError::StoredRule { rule_ref: stored.rule_ref.clone(), message: e.to_string() })?;
+            pipeline.upsert_rule(Arc::new(attune_rules::compile(spec)?));
+        }
+        let (stop_relay, stopped) = oneshot::channel::<()>();
+        let relay = tokio::spawn(async move {
+            relay
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Self { store, pipeline, bus, in_process, relay, stop_relay })
+    }
+
+    /// Compiles, stores and activates a rule; it applies to the next payload.
+    pub async fn put_rule(&self, spec: RuleSpec) -> Result<Arc<CompiledRule>, AppError> {
+        let rule = Arc::new(attune_rules::compile(spec)?);
+        let stored = StoredRule {
+            rule_ref: rule.rule_ref().to_string(),
+            pack_ref: Some(rule.pack().to_string()),
+            trigger_ref: rule.trigger().to_string(),
+            enabled: rule.enabled(),
+            spec: serde_json::to_value(rule.spec()).map_err(StoreError::Json)?,
+        };
+        self.store.upsert_rule(&stored).await?;
+        self.pipeline.upsert_rule(rule.clone());
+        Ok(rule)
+    }
+
+    /// Polls `sensor` once and feeds what it emitted, with its state writes, into the pipeline.
+    /// When the pipeline refuses the batch, the sensor's state goes back to what is stored, so
+    /// its cursor does not run ahead of the events.
+    pub async fn poll_sensor(&self, sensor: &mut SensorInstance) -> Result<Ingested, PollError> {
+        let output = sensor.poll().await?;
+        let spec = sensor.spec();
+        let source = Source::Sensor { sensor_ref: spec.sensor_ref.clone(), triggers: spec.triggers.clone() };
+        let payloads = output.payloads.into_iter().map(|p| (p.trigger, p.payload)).collect();
+        let sensor_ref = spec.sensor_ref.clone();
+        match self.pipeline.ingest(&source, payloads, Some((sensor_ref.clone(), output.state))).await {
+            Ok(ingested) => Ok(ingested),
+            Err(e) => {
+                match self.store.sensor_state(&sensor_ref).await {
+                    Ok(stored) => sensor.restore_state(stored),
+                    Err(load) => {
+                        tracing::error!(sensor = %sensor_ref, "cannot reload state after a refused poll: {load}")
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Stops the relay after it flushed what it could (bounded by its shutdown flush time).
+    pub async fn shutdown(self) -> RelayStats {
+        let _ = self.stop_relay.send(());
+        self.relay.await.unwrap_or_default()
+    }
+}
