@@ -8,6 +8,7 @@
 mod cli;
 mod contract;
 mod limits;
+mod pipeline;
 mod policy;
 mod sources;
 mod store;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use attune_host::store::{Commit, EnforcementRecord, EventRecord, ListFilter, OutboxMessage, Store, StoredRule};
+use attune_host::store::{Commit, EnforcementRecord, EventRecord, ListFilter, Message, Store, StoredRule};
 use serde_json::json;
 
 use crate::support::{postgres_store, sqlite_store};
@@ -31,8 +31,8 @@ fn enforcement(id: &str, rule: &str, event_id: &str, at: i64) -> EnforcementReco
     }
 }
 
-fn message(id: &str) -> OutboxMessage {
-    OutboxMessage { message_id: id.into(), routing_key: "enforcement.created".into(), body: json!({"id": id}) }
+fn message(id: &str) -> Message {
+    Message { message_id: id.into(), routing_key: "enforcement.created".into(), body: json!({"id": id}) }
 }
 
 fn page(limit: u32) -> ListFilter {

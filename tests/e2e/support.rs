@@ -169,9 +169,17 @@ pub async fn sqlite_store() -> (std::sync::Arc<dyn attune_host::store::Store>, t
     (store, dir)
 }
 
-/// A fresh PostgreSQL database on the local server (`ATTUNE_TEST_POSTGRES_URL`, default
-/// `postgres://postgres@127.0.0.1:5432/postgres`). A missing server fails the test: never a skip.
+/// A fresh PostgreSQL store (see [`postgres_database`]), migrated.
 pub async fn postgres_store() -> std::sync::Arc<dyn attune_host::store::Store> {
+    let store = attune_host::store::open(&postgres_database().await).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// Creates a fresh, empty database on the local PostgreSQL server (`ATTUNE_TEST_POSTGRES_URL`,
+/// default `postgres://postgres@127.0.0.1:5432/postgres`) and returns its URL. A missing server
+/// fails the test: never a skip.
+pub async fn postgres_database() -> String {
     let admin_url = std::env::var("ATTUNE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
     let name = format!("attune_test_{}", uuid::Uuid::now_v7().simple());
@@ -179,11 +187,8 @@ pub async fn postgres_store() -> std::sync::Arc<dyn attune_host::store::Store> {
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL is required at {admin_url} (start it; see README): {e}"));
     admin.execute_admin(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let url = match admin_url.rsplit_once('/') {
+    match admin_url.rsplit_once('/') {
         Some((server, _db)) => format!("{server}/{name}"),
         None => panic!("bad ATTUNE_TEST_POSTGRES_URL {admin_url}"),
-    };
-    let store = attune_host::store::open(&url).await.unwrap();
-    store.migrate().await.unwrap();
-    store
+    }
 }

@@ -9,7 +9,7 @@
 // The whole crate is test code; clippy.toml's test allowance covers only `#[test]` bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use attune_testkit as common;
 mod fault;
 mod publish;
 mod throughput;

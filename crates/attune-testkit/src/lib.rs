@@ -1,4 +1,7 @@
-//! Shared helpers: broker URL, unique names, a direct consumer, a cuttable TCP proxy.
+//! Shared by the integration tests of the bus and the host: broker URL, unique names, a direct
+//! consumer, a cuttable TCP proxy. Test code: panics are its failure reports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
