@@ -72,7 +72,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/attune.db";
 #[derive(Debug, Subcommand)]
 pub enum SensorCommand {
     /// Run one sensor alone: one JSON payload per line on stdout, diagnostics on stderr.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -132,7 +132,7 @@ impl CliError {
 
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Sensor(SensorCommand::Run(args)) => sensor_run(args).await,
+        Command::Sensor(SensorCommand::Run(args)) => sensor_run(*args).await,
         Command::Rule(RuleCommand::Test { rule, payload }) => return rule_test(&rule, &payload),
         Command::Migrate(args) => migrate(&args.database_url).await,
     };

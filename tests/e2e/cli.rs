@@ -155,3 +155,37 @@ fn bad_manifests_name_the_file_and_the_field() {
     let error = result.errors()[0];
     assert!(error.contains("s.yaml") && error.contains("fule") && error.contains("line 5"), "{error}");
 }
+
+#[test]
+fn rule_test_explains_and_exits_by_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = dir.path().join("rule.yaml");
+    std::fs::write(
+        &rule,
+        "ref: mypack.page_on_5xx\ntrigger: mypack.http_status\nconditions:\n  all:\n    - {field: payload.status, operator: greater_than, value: 499}\n    - {field: payload.host, operator: ends_with, value: .prod}\naction: {ref: core.echo, parameters: {message: \"{{ event.payload.host }} is down\"}}\n",
+    )
+    .unwrap();
+    let payload = |name: &str, body: serde_json::Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body.to_string()).unwrap();
+        path
+    };
+    let down = payload("down.json", json!({"status": 503, "host": "web-1.prod"}));
+    let fine = payload("fine.json", json!({"status": 200, "host": "web-1.prod"}));
+    let output = |payload: &Path| attune_host().args(["rule", "test"]).arg(&rule).arg(payload).output().unwrap();
+
+    let matched = output(&down);
+    assert_eq!(matched.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&matched.stdout);
+    assert!(text.contains("503") && text.contains("greater_than") && text.contains("web-1.prod is down"), "{text}");
+
+    let unmatched = output(&fine);
+    assert_eq!(unmatched.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unmatched.stdout).contains("200"));
+
+    std::fs::write(&rule, "ref: mypack.bad\ntrigger: mypack.t\nconditions: {field: payload.x, operator: greter_than, value: 1}\naction: {ref: core.echo}\n").unwrap();
+    let bad = output(&down);
+    assert_eq!(bad.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&bad.stderr);
+    assert!(error.contains("rule.yaml") && error.contains("greter_than") && error.contains("operator"), "{error}");
+}

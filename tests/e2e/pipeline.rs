@@ -44,6 +44,9 @@ async fn add_rules(app: &App) {
     }
 }
 
+/// A source, a bad payload's trigger and document, the rejection expected, and its index prefix.
+type Refusal = (Source, &'static str, Value, fn(&Rejected) -> bool, &'static str);
+
 fn sensor_source() -> Source {
     Source::Sensor { sensor_ref: "pipe.s".into(), triggers: vec!["pipe.status".into()] }
 }
@@ -78,7 +81,7 @@ async fn ingest_and_check(app: &App) -> (String, String) {
     // Refused batches store nothing, state writes included.
     // Each batch holds a good payload and then a bad one (for the source that declares nothing,
     // the first payload is already refused).
-    let refused: [(Source, &str, Value, fn(&Rejected) -> bool, &str); 3] = [
+    let refused: [Refusal; 3] = [
         (
             sensor_source(),
             "pipe.nope",

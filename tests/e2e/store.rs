@@ -50,7 +50,7 @@ async fn contract(store: Arc<dyn Store>) {
         enforcements: vec![enforcement("f1", "p.r", "e1", 100), enforcement("f2", "p.r", "e2", 200)],
         outbox: vec![message("f1"), message("f2")],
     };
-    store.write(&[commit.clone()]).await.unwrap();
+    store.write(std::slice::from_ref(&commit)).await.unwrap();
 
     // Reads: newest first, filtered, paged by cursor.
     let ids = |events: Vec<EventRecord>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
