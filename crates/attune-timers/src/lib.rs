@@ -1,0 +1,1 @@
+//! Native timers (see the crate description).
