@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use attune_host::store::{Commit, EnforcementRecord, EventRecord, ListFilter, Message, Store, StoredRule};
+use attune_host::store::{
+    Commit, EnforcementRecord, EventRecord, ListFilter, Message, Store, StoredRule, TimerStateRecord,
+};
 use serde_json::json;
 
 use crate::support::{postgres_store, sqlite_store};
@@ -110,6 +112,21 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(store.rules().await.unwrap(), [StoredRule { enabled: false, ..rule }]);
     assert!(store.delete_rule("p.r").await.unwrap());
     assert!(!store.delete_rule("p.r").await.unwrap());
+
+    // Timer state.
+    assert_eq!(store.timer_state("p.timer").await.unwrap(), None);
+    let state = TimerStateRecord {
+        next_fire_at: Some(2_000),
+        last_fire_at: Some(1_001),
+        last_scheduled_at: Some(1_000),
+        execution_count: 7,
+    };
+    store.save_timer_state("p.timer", &state).await.unwrap();
+    let later = TimerStateRecord { next_fire_at: Some(3_000), execution_count: 8, ..state };
+    store.save_timer_state("p.timer", &later).await.unwrap();
+    assert_eq!(store.timer_state("p.timer").await.unwrap(), Some(later));
+    store.delete_timer_state("p.timer").await.unwrap();
+    assert_eq!(store.timer_state("p.timer").await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -15,8 +15,10 @@ use crate::store::{EventRecord, now_micros};
 pub enum Source {
     /// A sensor, with the triggers its manifest declares.
     Sensor { sensor_ref: String, triggers: Vec<String> },
-    /// A native timer, firing for one rule.
-    Timer { rule_ref: String },
+    /// A native timer of one rule, firing for the instant it was scheduled (Unix microseconds).
+    /// Its events reach only that rule, and their ids derive from (rule, instant): a fire
+    /// replayed after a crash is stored once.
+    Timer { rule_ref: String, scheduled_at: i64 },
     /// A signed webhook call.
     Webhook,
     /// `POST /events` with a token allowed these triggers.
@@ -35,7 +37,7 @@ impl Source {
     pub fn label(&self) -> String {
         match self {
             Source::Sensor { sensor_ref, .. } => format!("sensor:{sensor_ref}"),
-            Source::Timer { rule_ref } => format!("timer:{rule_ref}"),
+            Source::Timer { rule_ref, .. } => format!("timer:{rule_ref}"),
             Source::Webhook => "webhook".into(),
             Source::Api { token, .. } => format!("api:{token}"),
         }
@@ -148,14 +150,25 @@ impl EventGenerator {
                         return Err(Rejected::Schema { index, trigger, errors: errors.join("; ") });
                     }
                 }
-                Ok(EventRecord {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    trigger_ref: trigger,
-                    source: source.label(),
-                    payload,
-                    created_at,
-                })
+                let id = match source {
+                    Source::Timer { rule_ref, scheduled_at } => {
+                        derived_id(*scheduled_at, &format!("{rule_ref}\0{scheduled_at}\0{index}"))
+                    }
+                    _ => uuid::Uuid::now_v7().to_string(),
+                };
+                Ok(EventRecord { id, trigger_ref: trigger, source: source.label(), payload, created_at })
             })
             .collect()
     }
+}
+
+/// A UUIDv7 for Unix time `micros` whose random bits are a hash of `key`: ordered by time like
+/// any event id, and the same for the same key, so writing it twice is a no-op.
+pub fn derived_id(micros: i64, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&digest[..10]);
+    let millis = u64::try_from(micros / 1000).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string()
 }

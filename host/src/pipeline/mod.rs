@@ -12,10 +12,9 @@ use std::sync::{Arc, RwLock};
 
 use attune_rules::{ActionContext, CompiledRule, MatchInput, RuleIndex};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-pub use generator::{BadSchema, EventGenerator, Rejected, Source, TriggerCatalog};
+pub use generator::{BadSchema, EventGenerator, Rejected, Source, TriggerCatalog, derived_id};
 
 use crate::sandbox::StateDelta;
 use crate::store::{Commit, EnforcementRecord, EventRecord, GroupCommitter, Message, StoreError};
@@ -93,7 +92,12 @@ impl Pipeline {
             commit.sensor_ref = Some(sensor_ref);
             commit.state = delta;
         }
-        self.match_rules(&events, &mut commit);
+        // A timer's events are for its own rule only, not for every rule on the timer trigger.
+        let only_rule = match source {
+            Source::Timer { rule_ref, .. } => Some(rule_ref.as_str()),
+            _ => None,
+        };
+        self.match_rules(&events, only_rule, &mut commit);
         commit.outbox.extend(events.iter().map(event_message));
         let ingested = Ingested {
             event_ids: events.iter().map(|e| e.id.clone()).collect(),
@@ -108,7 +112,7 @@ impl Pipeline {
         Ok(ingested)
     }
 
-    fn match_rules(&self, events: &[EventRecord], commit: &mut Commit) {
+    fn match_rules(&self, events: &[EventRecord], only_rule: Option<&str>, commit: &mut Commit) {
         let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
         let pack_configs = self.pack_configs.read().unwrap_or_else(|e| e.into_inner());
         let no_config = Value::Object(Default::default());
@@ -122,7 +126,8 @@ impl Pipeline {
                                    "created_at": event.created_at});
             let trigger_doc = json!({"ref": event.trigger_ref});
             let input = MatchInput::new(&event.payload, &trigger_doc, &event_doc);
-            for rule in candidates.iter().filter(|rule| rule.matches(&input)) {
+            let wanted = |rule: &&Arc<CompiledRule>| only_rule.is_none_or(|only| rule.rule_ref() == only);
+            for rule in candidates.iter().filter(wanted).filter(|rule| rule.matches(&input)) {
                 let pack_config = pack_configs.get(rule.pack()).unwrap_or(&no_config);
                 let enforcement = enforce(rule, event, &input, pack_config);
                 if enforcement.status == "scheduled" {
@@ -145,11 +150,8 @@ fn enforce(rule: &CompiledRule, event: &EventRecord, input: &MatchInput<'_>, pac
             (None, "failed", Some(e.to_string()))
         }
     };
-    let digest = Sha256::digest(format!("{}\0{}", rule.rule_ref(), event.id));
-    let millis = u64::try_from(event.created_at / 1000).unwrap_or(0);
-    let id = uuid::Builder::from_unix_timestamp_millis(millis, &digest[..10].try_into().unwrap_or([0; 10])).into_uuid();
     EnforcementRecord {
-        id: id.to_string(),
+        id: derived_id(event.created_at, &format!("{}\0{}", rule.rule_ref(), event.id)),
         rule_ref: rule.rule_ref().to_string(),
         event_id: event.id.clone(),
         trigger_ref: event.trigger_ref.clone(),

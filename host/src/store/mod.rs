@@ -86,6 +86,15 @@ pub struct StoredRule {
     pub spec: Value,
 }
 
+/// Where a timer stands, so a restart neither repeats nor loses a fire. Times in Unix microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerStateRecord {
+    pub next_fire_at: Option<i64>,
+    pub last_fire_at: Option<i64>,
+    pub last_scheduled_at: Option<i64>,
+    pub execution_count: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -125,6 +134,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Returns whether a rule was deleted.
     async fn delete_rule(&self, rule_ref: &str) -> Result<bool, StoreError>;
     async fn rules(&self) -> Result<Vec<StoredRule>, StoreError>;
+
+    async fn timer_state(&self, rule_ref: &str) -> Result<Option<TimerStateRecord>, StoreError>;
+    async fn save_timer_state(&self, rule_ref: &str, state: &TimerStateRecord) -> Result<(), StoreError>;
+    async fn delete_timer_state(&self, rule_ref: &str) -> Result<(), StoreError>;
 }
 
 /// The store as the bus relay's outbox.

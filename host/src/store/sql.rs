@@ -11,7 +11,10 @@ use sqlx::QueryBuilder;
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Commit, EnforcementRecord, EventRecord, ListFilter, Message, OutboxRow, Store, StoreError, StoredRule};
+use super::{
+    Commit, EnforcementRecord, EventRecord, ListFilter, Message, OutboxRow, Store, StoreError, StoredRule,
+    TimerStateRecord,
+};
 
 /// Rows per multi-row INSERT: well under both databases' bind-parameter limits.
 const ROWS_PER_INSERT: usize = 500;
@@ -75,6 +78,8 @@ macro_rules! sql_store {
                             .push_bind(e.payload.to_string())
                             .push_bind(e.created_at);
                     });
+                    // Timer events have ids derived from their scheduled instant: a replayed fire is a no-op.
+                    insert.push(" ON CONFLICT (id) DO NOTHING");
                     insert.build().execute(&mut *tx).await?;
                 }
                 let enforcements: Vec<&EnforcementRecord> = commits.iter().flat_map(|c| &c.enforcements).collect();
@@ -247,6 +252,44 @@ macro_rules! sql_store {
                         Ok(StoredRule { rule_ref, pack_ref, trigger_ref, enabled, spec: serde_json::from_str(&spec)? })
                     })
                     .collect()
+            }
+
+            async fn timer_state(&self, rule_ref: &str) -> Result<Option<TimerStateRecord>, StoreError> {
+                let row: Option<(Option<i64>, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT next_fire_at, last_fire_at, last_scheduled_at, execution_count FROM timer_state WHERE rule_ref = $1",
+                )
+                .bind(rule_ref)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(next_fire_at, last_fire_at, last_scheduled_at, execution_count)| TimerStateRecord {
+                    next_fire_at,
+                    last_fire_at,
+                    last_scheduled_at,
+                    execution_count,
+                }))
+            }
+
+            async fn save_timer_state(&self, rule_ref: &str, state: &TimerStateRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO timer_state (rule_ref, next_fire_at, last_fire_at, last_scheduled_at, execution_count, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rule_ref) DO UPDATE SET next_fire_at = excluded.next_fire_at, \
+                     last_fire_at = excluded.last_fire_at, last_scheduled_at = excluded.last_scheduled_at, \
+                     execution_count = excluded.execution_count, updated_at = excluded.updated_at",
+                )
+                .bind(rule_ref)
+                .bind(state.next_fire_at)
+                .bind(state.last_fire_at)
+                .bind(state.last_scheduled_at)
+                .bind(state.execution_count)
+                .bind(super::now_micros())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_timer_state(&self, rule_ref: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM timer_state WHERE rule_ref = $1").bind(rule_ref).execute(&self.pool).await?;
+                Ok(())
             }
         }
     };
