@@ -117,6 +117,24 @@ impl App {
         Ok(rule)
     }
 
+    /// Deletes a rule; it stops applying at once. Returns whether it existed.
+    pub async fn delete_rule(&self, rule_ref: &str) -> Result<bool, AppError> {
+        let existed = self.store.delete_rule(rule_ref).await?;
+        self.pipeline.remove_rule(rule_ref);
+        Ok(existed)
+    }
+
+    /// Enables or disables a stored rule. Returns `None` when there is no such rule.
+    pub async fn set_rule_enabled(&self, rule_ref: &str, enabled: bool) -> Result<Option<Arc<CompiledRule>>, AppError> {
+        let Some(stored) = self.store.rules().await?.into_iter().find(|r| r.rule_ref == rule_ref) else {
+            return Ok(None);
+        };
+        let mut spec = RuleSpec::from_json(stored.spec)
+            .map_err(|e| AppError::StoredRule { rule_ref: rule_ref.to_string(), message: e.to_string() })?;
+        spec.enabled = enabled;
+        self.put_rule(spec).await.map(Some)
+    }
+
     /// Polls `sensor` once and feeds what it emitted, with its state writes, into the pipeline.
     /// When the pipeline refuses the batch, the sensor's state goes back to what is stored, so
     /// its cursor does not run ahead of the events.
