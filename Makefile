@@ -60,7 +60,7 @@ demo: components
 test: components test-sdk test-rust
 
 test-sdk: $(PY_SDK) $(JS_SDK)
-	$(VENV)/bin/python -m unittest discover -s sdk-python/tests -t sdk-python
+	$(VENV)/bin/python -m unittest discover sdk-python/tests
 	npm test --prefix sdk-js
 
 test-rust: components
