@@ -11,3 +11,4 @@ pub mod sandbox;
 pub mod sensor;
 pub mod state_file;
 pub mod store;
+pub mod supervisor;

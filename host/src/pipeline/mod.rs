@@ -72,6 +72,11 @@ impl Pipeline {
         self.rules.write().unwrap_or_else(|e| e.into_inner()).upsert(rule);
     }
 
+    /// Whether an enabled rule listens on `trigger` (a sensor runs only while one does).
+    pub fn has_rules_for(&self, trigger: &str) -> bool {
+        !self.rules.read().unwrap_or_else(|e| e.into_inner()).rules_for(trigger).is_empty()
+    }
+
     pub fn remove_rule(&self, rule_ref: &str) -> bool {
         self.rules.write().unwrap_or_else(|e| e.into_inner()).remove(rule_ref).is_some()
     }

@@ -95,6 +95,25 @@ pub struct TimerStateRecord {
     pub execution_count: i64,
 }
 
+/// An API token as stored: never the token itself, only its hash (see `crate::auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    /// UUIDv7.
+    pub id: String,
+    pub name: String,
+    /// Lowercase hex SHA-256 of the whole token text (`attune_...`).
+    pub token_hash: String,
+    /// `admin`, `readonly` or `sensor`.
+    pub scope: String,
+    /// Trigger refs a `sensor` token may post events for.
+    pub triggers: Vec<String>,
+    /// Unix microseconds, like every time below.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -138,6 +157,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn timer_state(&self, rule_ref: &str) -> Result<Option<TimerStateRecord>, StoreError>;
     async fn save_timer_state(&self, rule_ref: &str, state: &TimerStateRecord) -> Result<(), StoreError>;
     async fn delete_timer_state(&self, rule_ref: &str) -> Result<(), StoreError>;
+
+    /// The cheapest round trip to the database (`SELECT 1`), for `GET /ready`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new API token; its id and hash are unique.
+    async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError>;
+    /// Every token, revoked and expired ones included, oldest first.
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError>;
+    /// The token with this hash, whatever its state. Called on every authenticated request.
+    async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>, StoreError>;
+    /// Revokes a token at `at`. Returns false when there is no such token or it was already revoked.
+    async fn revoke_api_token(&self, id: &str, at: i64) -> Result<bool, StoreError>;
+    /// Records that a token was used at `at`.
+    async fn touch_api_token(&self, id: &str, at: i64) -> Result<(), StoreError>;
 }
 
 /// The store as the bus relay's outbox.

@@ -12,8 +12,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{
-    Commit, EnforcementRecord, EventRecord, ListFilter, Message, OutboxRow, Store, StoreError, StoredRule,
-    TimerStateRecord,
+    ApiTokenRecord, Commit, EnforcementRecord, EventRecord, ListFilter, Message, OutboxRow, Store, StoreError,
+    StoredRule, TimerStateRecord,
 };
 
 /// Rows per multi-row INSERT: well under both databases' bind-parameter limits.
@@ -21,6 +21,7 @@ const ROWS_PER_INSERT: usize = 500;
 const MAX_PAGE: u32 = 1_000;
 
 type EventRow = (String, String, String, String, i64);
+type ApiTokenRow = (String, String, String, String, String, i64, Option<i64>, Option<i64>, Option<i64>);
 type EnforcementRow = (String, String, String, String, String, Option<String>, String, Option<String>, i64);
 
 fn event_from_row((id, trigger_ref, source, payload, created_at): EventRow) -> Result<EventRecord, StoreError> {
@@ -31,6 +32,22 @@ fn enforcement_from_row(row: EnforcementRow) -> Result<EnforcementRecord, StoreE
     let (id, rule_ref, event_id, trigger_ref, action_ref, parameters, status, error, created_at) = row;
     let parameters = parameters.map(|p| serde_json::from_str(&p)).transpose()?;
     Ok(EnforcementRecord { id, rule_ref, event_id, trigger_ref, action_ref, parameters, status, error, created_at })
+}
+
+fn api_token_from_row(row: ApiTokenRow) -> Result<ApiTokenRecord, StoreError> {
+    let (id, name, token_hash, scope, triggers, created_at, expires_at, revoked_at, last_used_at) = row;
+    let triggers = serde_json::from_str(&triggers)?;
+    Ok(ApiTokenRecord { id, name, token_hash, scope, triggers, created_at, expires_at, revoked_at, last_used_at })
+}
+
+/// `SELECT <every api_tokens column> FROM api_tokens` followed by `$rest`, as one literal.
+macro_rules! select_api_tokens {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, name, token_hash, scope, triggers, created_at, expires_at, revoked_at, last_used_at FROM api_tokens",
+            $rest
+        )
+    };
 }
 
 macro_rules! sql_store {
@@ -289,6 +306,65 @@ macro_rules! sql_store {
 
             async fn delete_timer_state(&self, rule_ref: &str) -> Result<(), StoreError> {
                 sqlx::query("DELETE FROM timer_state WHERE rule_ref = $1").bind(rule_ref).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO api_tokens (id, name, token_hash, scope, triggers, created_at, expires_at, revoked_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&token.id)
+                .bind(&token.name)
+                .bind(&token.token_hash)
+                .bind(&token.scope)
+                .bind(serde_json::to_string(&token.triggers)?)
+                .bind(token.created_at)
+                .bind(token.expires_at)
+                .bind(token.revoked_at)
+                .bind(token.last_used_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+                let rows: Vec<ApiTokenRow> =
+                    sqlx::query_as(select_api_tokens!(" ORDER BY created_at, id"))
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map(api_token_from_row).collect()
+            }
+
+            async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+                let row: Option<ApiTokenRow> =
+                    sqlx::query_as(select_api_tokens!(" WHERE token_hash = $1"))
+                        .bind(token_hash)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(api_token_from_row).transpose()
+            }
+
+            async fn revoke_api_token(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn touch_api_token(&self, id: &str, at: i64) -> Result<(), StoreError> {
+                sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
         }

@@ -1,0 +1,228 @@
+//! `/api/v1/rules`: rules as JSON documents (the YAML of spec section 4, as JSON), checked and
+//! compiled when saved; a change applies to the next payload.
+
+use std::sync::Arc;
+
+use attune_rules::{ActionContext, CompiledRule, DryRun, MatchInput, RuleSpec};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::ApiState;
+use super::error::{ApiError, ApiJson, ErrorBody, from_value, join_field};
+
+/// A rule document (OpenAPI view of `attune_rules::RuleSpec`, which is what is parsed). Unknown
+/// keys are rejected.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RuleDoc {
+    /// `pack.name`.
+    #[serde(rename = "ref")]
+    pub rule_ref: String,
+    /// Trigger ref whose events the rule sees.
+    pub trigger: String,
+    /// Default true.
+    pub enabled: Option<bool>,
+    pub description: Option<String>,
+    /// Timer parameters: `{interval, unit}`, `{expression, timezone}` or `{fire_at}`.
+    #[schema(value_type = Option<Object>)]
+    pub trigger_params: Option<Map<String, Value>>,
+    /// `{all: [..]}`, `{any: [..]}`, `{not: ..}` or `{field, operator, value}`; omitted = always.
+    #[schema(value_type = Option<Object>)]
+    pub conditions: Option<Value>,
+    pub action: ActionDoc,
+}
+
+/// The `action` of a rule.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ActionDoc {
+    #[serde(rename = "ref")]
+    pub action_ref: String,
+    /// Strings may hold `{{ .. }}` templates.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RuleList {
+    /// Ordered by ref.
+    #[schema(value_type = Vec<RuleDoc>)]
+    pub rules: Vec<Value>,
+}
+
+/// `POST /rules/test`: a rule (not saved) and a payload to evaluate it against.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTestIn {
+    #[schema(value_type = RuleDoc)]
+    pub rule: Value,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+/// A dry run: whether the rule matches, why (condition by condition, as `attune-host rule
+/// test` explains it), and the action parameters it would enforce.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DryRunOut {
+    pub matched: bool,
+    pub action_ref: String,
+    /// `{rule_ref, trigger, enabled, matched, conditions}`; each condition with `held` and a reason.
+    #[schema(value_type = Object)]
+    pub explanation: Value,
+    /// Rendered action parameters (rendered whether or not the rule matched).
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// Why the parameters could not be rendered: `{code, field, message}`.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_error: Option<Value>,
+}
+
+impl DryRunOut {
+    fn new(dry_run: DryRun) -> Result<Self, ApiError> {
+        let internal = |e: serde_json::Error| ApiError::internal(e.to_string());
+        Ok(DryRunOut {
+            matched: dry_run.explanation.matched,
+            action_ref: dry_run.action_ref,
+            explanation: serde_json::to_value(&dry_run.explanation).map_err(internal)?,
+            parameters: dry_run.parameters,
+            action_error: dry_run.action_error.map(serde_json::to_value).transpose().map_err(internal)?,
+        })
+    }
+}
+
+/// Parses and compiles a rule document; errors are 422 naming the field under `prefix`.
+fn compile_rule(value: Value, prefix: &str) -> Result<CompiledRule, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::unprocessable("invalid_body", "a rule is a JSON object").with_field(prefix));
+    }
+    let spec: RuleSpec = from_value(value, prefix)?;
+    attune_rules::compile(spec).map_err(|e| {
+        let field = join_field(prefix, &e.field);
+        ApiError::from(e).with_field(field)
+    })
+}
+
+fn rule_json(rule: &CompiledRule) -> Result<Value, ApiError> {
+    serde_json::to_value(rule.spec()).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+async fn stored_rule(state: &ApiState, rule_ref: &str) -> Result<Option<Value>, ApiError> {
+    Ok(state.app.store.rules().await?.into_iter().find(|r| r.rule_ref == rule_ref).map(|r| r.spec))
+}
+
+fn no_rule(rule_ref: &str) -> ApiError {
+    ApiError::not_found(format!("no rule `{rule_ref}`"))
+}
+
+/// List rules.
+#[utoipa::path(get, path = "/api/v1/rules", tag = "rules", security(("bearer" = [])),
+    responses((status = 200, body = RuleList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(State(state): State<ApiState>) -> Result<Json<RuleList>, ApiError> {
+    let rules = state.app.store.rules().await?.into_iter().map(|r| r.spec).collect();
+    Ok(Json(RuleList { rules }))
+}
+
+/// Create a rule. It applies to the next payload.
+#[utoipa::path(post, path = "/api/v1/rules", tag = "rules", security(("bearer" = [])), request_body = RuleDoc,
+    responses((status = 201, body = RuleDoc), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, description = "Unknown field or a rule that does not compile; `field` says where", body = ErrorBody)))]
+pub async fn create(State(state): State<ApiState>, ApiJson(body): ApiJson) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let rule = compile_rule(body, "")?;
+    let _writing = state.rule_writes.lock().await;
+    if stored_rule(&state, rule.rule_ref()).await?.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("rule `{}` exists", rule.rule_ref()))
+            .with_field("ref"));
+    }
+    let rule = state.app.put_rule(rule.spec().clone()).await?;
+    Ok((StatusCode::CREATED, Json(rule_json(&rule)?)))
+}
+
+/// Get a rule.
+#[utoipa::path(get, path = "/api/v1/rules/{ref}", tag = "rules", security(("bearer" = [])),
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody)))]
+pub async fn get_one(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<Json<Value>, ApiError> {
+    stored_rule(&state, &rule_ref).await?.map(Json).ok_or_else(|| no_rule(&rule_ref))
+}
+
+/// Replace a rule. The body's `ref` may be omitted; if given it must equal the path's.
+#[utoipa::path(put, path = "/api/v1/rules/{ref}", tag = "rules", security(("bearer" = [])), request_body = RuleDoc,
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn replace(
+    State(state): State<ApiState>,
+    Path(rule_ref): Path<String>,
+    ApiJson(mut body): ApiJson,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(object) = body.as_object_mut() {
+        match object.get("ref") {
+            None => {
+                object.insert("ref".into(), json!(rule_ref));
+            }
+            Some(given) if given != &json!(rule_ref) => {
+                return Err(ApiError::unprocessable("ref_mismatch", format!("the body's ref is not `{rule_ref}`"))
+                    .with_field("ref"));
+            }
+            Some(_) => {}
+        }
+    }
+    let rule = compile_rule(body, "")?;
+    let _writing = state.rule_writes.lock().await;
+    if stored_rule(&state, &rule_ref).await?.is_none() {
+        return Err(no_rule(&rule_ref));
+    }
+    let rule = state.app.put_rule(rule.spec().clone()).await?;
+    Ok(Json(rule_json(&rule)?))
+}
+
+/// Delete a rule. It stops applying at once.
+#[utoipa::path(delete, path = "/api/v1/rules/{ref}", tag = "rules", security(("bearer" = [])),
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
+pub async fn delete(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<StatusCode, ApiError> {
+    let _writing = state.rule_writes.lock().await;
+    if state.app.delete_rule(&rule_ref).await? { Ok(StatusCode::NO_CONTENT) } else { Err(no_rule(&rule_ref)) }
+}
+
+/// Enable a rule.
+#[utoipa::path(post, path = "/api/v1/rules/{ref}/enable", tag = "rules", security(("bearer" = [])),
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody)))]
+pub async fn enable(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<Json<Value>, ApiError> {
+    set_enabled(&state, &rule_ref, true).await
+}
+
+/// Disable a rule. Its events stop producing enforcements at once.
+#[utoipa::path(post, path = "/api/v1/rules/{ref}/disable", tag = "rules", security(("bearer" = [])),
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody)))]
+pub async fn disable(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<Json<Value>, ApiError> {
+    set_enabled(&state, &rule_ref, false).await
+}
+
+async fn set_enabled(state: &ApiState, rule_ref: &str, enabled: bool) -> Result<Json<Value>, ApiError> {
+    let _writing = state.rule_writes.lock().await;
+    let rule: Arc<CompiledRule> =
+        state.app.set_rule_enabled(rule_ref, enabled).await?.ok_or_else(|| no_rule(rule_ref))?;
+    Ok(Json(rule_json(&rule)?))
+}
+
+/// Dry-run a rule (not saved) against a payload, now, with its pack's config.
+#[utoipa::path(post, path = "/api/v1/rules/test", tag = "rules", security(("bearer" = [])), request_body = RuleTestIn,
+    responses((status = 200, body = DryRunOut), (status = 422, description = "The rule does not compile; `field` is under `rule.`", body = ErrorBody)))]
+pub async fn test(State(state): State<ApiState>, ApiJson(body): ApiJson) -> Result<Json<DryRunOut>, ApiError> {
+    let RuleTestIn { rule, payload } = from_value(body, "")?;
+    let rule = compile_rule(rule, "rule")?;
+    let no_config = json!({});
+    let pack_config = state.pack_configs.get(rule.pack()).unwrap_or(&no_config);
+    let ctx = ActionContext::new(pack_config);
+    // The same documents as `attune-host rule test` builds.
+    let trigger = json!({"ref": rule.trigger(), "params": rule.trigger_params()});
+    let created_at = ctx.now.to_rfc3339_opts(attune_rules::chrono::SecondsFormat::Millis, true);
+    let event = json!({"id": "test", "trigger": rule.trigger(), "payload": payload, "created_at": created_at});
+    let input = MatchInput { payload: &payload, trigger: &trigger, event: &event, now: ctx.now };
+    Ok(Json(DryRunOut::new(rule.dry_run(&input, &ctx))?))
+}
