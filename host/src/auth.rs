@@ -132,17 +132,11 @@ pub struct Principal {
 impl Principal {
     /// Whether this token's scope covers `access`; `Forbidden` (403) otherwise.
     pub fn require(&self, access: Access) -> Result<(), AuthError> {
-        let allowed = match (self.scope, access) {
-            (Scope::Admin, _) => true,
-            (Scope::Readonly, Access::Read) => true,
-            (Scope::Sensor, Access::Ingest) => true,
-            _ => false,
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(AuthError::Forbidden(format!("a `{}` token may not do this", self.scope)))
-        }
+        let allowed = matches!(
+            (self.scope, access),
+            (Scope::Admin, _) | (Scope::Readonly, Access::Read) | (Scope::Sensor, Access::Ingest)
+        );
+        if allowed { Ok(()) } else { Err(AuthError::Forbidden(format!("a `{}` token may not do this", self.scope))) }
     }
 
     /// Whether this token may post an event for `trigger`: admin tokens for any trigger,
@@ -181,6 +175,8 @@ pub enum TokenError {
     TriggersWithoutSensor,
     #[error("the token name must not be empty")]
     EmptyName,
+    #[error("bad expiry `{0}`: use an RFC 3339 time or a duration like 90d, 12h, 30m")]
+    BadExpiry(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}: {source}")]
@@ -242,6 +238,31 @@ fn new_record(
     Ok((token, record))
 }
 
+/// An expiry as the `token create --expires` flag takes it: an RFC 3339 time, or a duration from
+/// `now` (Unix microseconds) as a number followed by `s`, `m`, `h` or `d`. Returns Unix
+/// microseconds.
+pub fn parse_expiry(text: &str, now: i64) -> Result<i64, TokenError> {
+    let bad = || TokenError::BadExpiry(text.to_string());
+    if let Ok(at) = attune_rules::chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.timestamp_micros());
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let number: i64 = number.parse().map_err(|_| bad())?;
+    number
+        .checked_mul(seconds_per_unit * 1_000_000)
+        .and_then(|micros| now.checked_add(micros))
+        .filter(|_| number > 0)
+        .ok_or_else(bad)
+}
+
 /// Every token, oldest first, revoked and expired ones included.
 pub async fn list(store: &dyn Store) -> Result<Vec<TokenInfo>, TokenError> {
     store.api_tokens().await?.iter().map(TokenInfo::from_record).collect()
@@ -294,7 +315,8 @@ pub async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Optio
     }
     let (token, record) = new_record("bootstrap admin", Scope::Admin, Vec::new(), None)?;
     let path = data_dir.join(ADMIN_TOKEN_FILE);
-    write_secret_file(&path, &format!("{token}\n")).map_err(|source| TokenError::File { path: path.clone(), source })?;
+    write_secret_file(&path, &format!("{token}\n"))
+        .map_err(|source| TokenError::File { path: path.clone(), source })?;
     if let Err(e) = store.insert_api_token(&record).await {
         let _ = std::fs::remove_file(&path);
         return Err(e.into());
@@ -370,5 +392,15 @@ mod tests {
             Err(TokenError::TriggersWithoutSensor)
         ));
         assert!(matches!("root".parse::<Scope>(), Err(TokenError::BadScope(_))));
+    }
+
+    #[test]
+    fn expiries_are_times_or_durations() {
+        assert_eq!(parse_expiry("90d", 5).unwrap(), 5 + 90 * 86_400 * 1_000_000);
+        assert_eq!(parse_expiry("30m", 0).unwrap(), 30 * 60 * 1_000_000);
+        assert_eq!(parse_expiry("1970-01-01T00:00:01Z", 0).unwrap(), 1_000_000);
+        for bad in ["", "d", "10", "10w", "0d", "-1d", "tomorrow", "99999999999999999999d"] {
+            assert!(matches!(parse_expiry(bad, 0), Err(TokenError::BadExpiry(_))), "{bad}");
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Attune sensor host: runs third-party event sensors as sandboxed WebAssembly components and
 //! turns what they emit into events.
 
+pub mod api;
 pub mod app;
+pub mod auth;
 pub mod capabilities;
 pub mod cli;
 pub mod limits;

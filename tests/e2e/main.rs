@@ -5,6 +5,7 @@
 // Tests state their expectations with unwrap/expect; a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api;
 mod cli;
 mod contract;
 mod limits;

@@ -82,7 +82,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        // A bearer challenge only where a token is what is missing (not on webhook signatures).
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED && self.body.code == "unauthorized";
         let mut response = (self.status, Json(ErrorBody { error: self.body })).into_response();
         if unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -25,7 +25,9 @@
 //!
 //! "read" is an `admin` or `readonly` token, "admin" an `admin` token, "ingest" an `admin` or
 //! `sensor` token (see [`crate::auth`]). Every route that needs a token answers 401 without one
-//! and 403 outside its scope, before the handler runs. Errors have one shape (see [`error`]).
+//! and 403 outside its scope, before the handler runs. Errors have one shape, [`ErrorBody`]
+//! (the status table is in `api/error.rs`). JSON bodies are limited to 2 MiB (axum's default),
+//! webhook bodies to [`WEBHOOK_MAX_BODY_BYTES`]; beyond, 413.
 //!
 //! The OpenAPI document is generated from the handlers and types here ([`ApiDoc`]).
 
@@ -49,7 +51,7 @@ use serde_json::Value;
 use utoipa::OpenApi;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use events::{EnforcementOut, EnforcementPage, EventIn, EventOut, EventPage, IngestedOut};
+pub use events::{EnforcementOut, EnforcementPage, EventBatch, EventIn, EventOut, EventPage, IngestedOut};
 pub use ops::{Check, Readiness};
 pub use rules::{ActionDoc, DryRunOut, RuleDoc, RuleList, RuleTestIn};
 pub use webhooks::{SIGNATURE_HEADER, WEBHOOK_MAX_BODY_BYTES, WebhookSecrets, sign};
@@ -62,7 +64,8 @@ use crate::pack::{CORE_TRIGGERS, Pack};
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub app: Arc<App>,
-    /// What `GET /triggers` lists (see [`TriggerInfo::catalog`]).
+    /// What `GET /triggers` lists and the triggers rules saved through the API may name (see
+    /// [`TriggerInfo::catalog`]; [`ApiState::with_packs`] sets it).
     pub triggers: Arc<Vec<TriggerInfo>>,
     /// Pack configs by pack ref, for `{{ pack.config.* }}` in `POST /rules/test`.
     pub pack_configs: Arc<HashMap<String, Value>>,
@@ -91,9 +94,8 @@ impl ApiState {
     /// The triggers and pack configs of `packs` (plus the core triggers).
     pub fn with_packs(mut self, packs: &[Pack]) -> Self {
         self.triggers = Arc::new(TriggerInfo::catalog(packs));
-        self.pack_configs = Arc::new(
-            packs.iter().map(|p| (p.manifest.pack_ref.clone(), p.manifest.config.clone())).collect(),
-        );
+        self.pack_configs =
+            Arc::new(packs.iter().map(|p| (p.manifest.pack_ref.clone(), p.manifest.config.clone())).collect());
         self
     }
 

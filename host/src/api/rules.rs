@@ -66,6 +66,8 @@ pub struct RuleTestIn {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DryRunOut {
     pub matched: bool,
+    /// The conditions explained as `attune-host rule test` prints them.
+    pub text: String,
     pub action_ref: String,
     /// `{rule_ref, trigger, enabled, matched, conditions}`; each condition with `held` and a reason.
     #[schema(value_type = Object)]
@@ -85,6 +87,7 @@ impl DryRunOut {
         let internal = |e: serde_json::Error| ApiError::internal(e.to_string());
         Ok(DryRunOut {
             matched: dry_run.explanation.matched,
+            text: attune_rules::explain_text(&dry_run.explanation, None),
             action_ref: dry_run.action_ref,
             explanation: serde_json::to_value(&dry_run.explanation).map_err(internal)?,
             parameters: dry_run.parameters,
@@ -94,15 +97,22 @@ impl DryRunOut {
 }
 
 /// Parses and compiles a rule document; errors are 422 naming the field under `prefix`.
-fn compile_rule(value: Value, prefix: &str) -> Result<CompiledRule, ApiError> {
+/// A rule on a trigger that is not in [`ApiState::triggers`] is refused too (a typo in
+/// `trigger` would otherwise make a rule that never fires).
+fn compile_rule(state: &ApiState, value: Value, prefix: &str) -> Result<CompiledRule, ApiError> {
     if !value.is_object() {
         return Err(ApiError::unprocessable("invalid_body", "a rule is a JSON object").with_field(prefix));
     }
     let spec: RuleSpec = from_value(value, prefix)?;
-    attune_rules::compile(spec).map_err(|e| {
+    let rule = attune_rules::compile(spec).map_err(|e| {
         let field = join_field(prefix, &e.field);
         ApiError::from(e).with_field(field)
-    })
+    })?;
+    if !state.triggers.iter().any(|t| t.trigger_ref == rule.trigger()) {
+        return Err(ApiError::unprocessable("unknown_trigger", format!("unknown trigger `{}`", rule.trigger()))
+            .with_field(join_field(prefix, "trigger")));
+    }
+    Ok(rule)
 }
 
 fn rule_json(rule: &CompiledRule) -> Result<Value, ApiError> {
@@ -129,8 +139,11 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<RuleList>, ApiEr
 #[utoipa::path(post, path = "/api/v1/rules", tag = "rules", security(("bearer" = [])), request_body = RuleDoc,
     responses((status = 201, body = RuleDoc), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, description = "Unknown field or a rule that does not compile; `field` says where", body = ErrorBody)))]
-pub async fn create(State(state): State<ApiState>, ApiJson(body): ApiJson) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let rule = compile_rule(body, "")?;
+pub async fn create(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let rule = compile_rule(&state, body, "")?;
     let _writing = state.rule_writes.lock().await;
     if stored_rule(&state, rule.rule_ref()).await?.is_some() {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("rule `{}` exists", rule.rule_ref()))
@@ -169,7 +182,7 @@ pub async fn replace(
             Some(_) => {}
         }
     }
-    let rule = compile_rule(body, "")?;
+    let rule = compile_rule(&state, body, "")?;
     let _writing = state.rule_writes.lock().await;
     if stored_rule(&state, &rule_ref).await?.is_none() {
         return Err(no_rule(&rule_ref));
@@ -215,7 +228,7 @@ async fn set_enabled(state: &ApiState, rule_ref: &str, enabled: bool) -> Result<
     responses((status = 200, body = DryRunOut), (status = 422, description = "The rule does not compile; `field` is under `rule.`", body = ErrorBody)))]
 pub async fn test(State(state): State<ApiState>, ApiJson(body): ApiJson) -> Result<Json<DryRunOut>, ApiError> {
     let RuleTestIn { rule, payload } = from_value(body, "")?;
-    let rule = compile_rule(rule, "rule")?;
+    let rule = compile_rule(&state, rule, "rule")?;
     let no_config = json!({});
     let pack_config = state.pack_configs.get(rule.pack()).unwrap_or(&no_config);
     let ctx = ActionContext::new(pack_config);
