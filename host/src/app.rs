@@ -79,10 +79,12 @@ impl App {
                 (Arc::new(bus.clone()), Some(bus))
             }
         };
-        let relay = Relay::new(StoreOutbox(store.clone()), bus.clone(), RelayOptions::default());
+        let committer = GroupCommitter::start(store.clone());
+        let outbox = StoreOutbox { store: store.clone(), committer: committer.clone() };
+        let relay = Relay::new(outbox, bus.clone(), RelayOptions::default());
         let catalog = Arc::new(TriggerCatalog::new(packs)?);
         let generator = EventGenerator::new(catalog, Limits::default().max_payload_bytes);
-        let pipeline = Arc::new(Pipeline::new(generator, GroupCommitter::start(store.clone()), relay.notifier()));
+        let pipeline = Arc::new(Pipeline::new(generator, committer, relay.notifier()));
         for pack in packs {
             pipeline.set_pack_config(&pack.manifest.pack_ref, pack.manifest.config.clone());
         }

@@ -1,10 +1,10 @@
 //! Group commit: concurrent pipeline steps share one transaction instead of paying one each.
-//! Each caller hands its [`Commit`] to a single writer task and waits for the outcome; the writer
+//! Each caller hands its [`Commit`] to the writer tasks and waits for the outcome; a free writer
 //! takes everything queued (up to a cap) and writes it in one transaction.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Commit, Store, StoreError};
 
@@ -21,20 +21,25 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts `store.writers()` writer tasks on the current tokio runtime. Each takes whatever is
+    /// queued when it is free, so groups grow with the load.
     pub fn start(store: Arc<dyn Store>) -> Self {
-        let (queue, mut pending) = mpsc::channel::<Pending>(QUEUE);
-        tokio::spawn(async move {
-            let mut group = Vec::with_capacity(MAX_GROUP);
-            while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
-                let (commits, waiters): (Vec<Commit>, Vec<_>) = group.drain(..).unzip();
-                let outcome = store.write(&commits).await.map_err(Arc::new);
-                for waiter in waiters {
-                    // A caller that stopped waiting does not need the outcome.
-                    let _ = waiter.send(outcome.clone());
+        let (queue, pending) = mpsc::channel::<Pending>(QUEUE);
+        let pending = Arc::new(Mutex::new(pending));
+        for _ in 0..store.writers().max(1) {
+            let (store, pending) = (store.clone(), pending.clone());
+            tokio::spawn(async move {
+                let mut group = Vec::with_capacity(MAX_GROUP);
+                while pending.lock().await.recv_many(&mut group, MAX_GROUP).await > 0 {
+                    let (commits, waiters): (Vec<Commit>, Vec<_>) = group.drain(..).unzip();
+                    let outcome = store.write(&commits).await.map_err(Arc::new);
+                    for waiter in waiters {
+                        // A caller that stopped waiting does not need the outcome.
+                        let _ = waiter.send(outcome.clone());
+                    }
                 }
-            }
-        });
+            });
+        }
         Self { queue }
     }
 

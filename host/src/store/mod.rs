@@ -61,6 +61,9 @@ pub struct Commit {
     pub events: Vec<EventRecord>,
     pub enforcements: Vec<EnforcementRecord>,
     pub outbox: Vec<Message>,
+    /// Outbox rows the broker confirmed. Marked through the same writer as everything else, so
+    /// the relay never contends with the pipeline for SQLite's single write lock.
+    pub published: Vec<i64>,
 }
 
 /// A page of a list query, newest first. `before` is an id cursor from the previous page.
@@ -132,6 +135,10 @@ pub enum StoreError {
 /// transaction or one read.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// How many transactions may write at once: 1 for SQLite (one writer; concurrent writers
+    /// only wait on its lock), more for PostgreSQL. The group committer runs this many writers,
+    /// and with one writer the relay marks rows published through it too.
+    fn writers(&self) -> usize;
     /// Applies pending migrations. Called at start by `serve` and by `attune-host migrate`.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Writes every commit in one transaction: all or nothing.
@@ -173,19 +180,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn touch_api_token(&self, id: &str, at: i64) -> Result<(), StoreError>;
 }
 
-/// The store as the bus relay's outbox.
+/// The store as the bus relay's outbox: reads directly, marks through the group committer.
 #[derive(Debug, Clone)]
-pub struct StoreOutbox(pub Arc<dyn Store>);
+pub struct StoreOutbox {
+    pub store: Arc<dyn Store>,
+    pub committer: GroupCommitter,
+}
 
 impl attune_bus::Outbox for StoreOutbox {
-    type Error = StoreError;
+    type Error = Arc<StoreError>;
 
-    async fn fetch_unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        self.0.unpublished(u32::try_from(limit).unwrap_or(u32::MAX)).await
+    async fn fetch_unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>, Arc<StoreError>> {
+        self.store.unpublished(u32::try_from(limit).unwrap_or(u32::MAX)).await.map_err(Arc::new)
     }
 
-    async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
-        self.0.mark_published(ids).await
+    async fn mark_published(&self, ids: &[i64]) -> Result<(), Arc<StoreError>> {
+        if self.store.writers() == 1 {
+            self.committer.commit(Commit { published: ids.to_vec(), ..Commit::default() }).await
+        } else {
+            self.store.mark_published(ids).await.map_err(Arc::new)
+        }
     }
 }
 

@@ -51,7 +51,7 @@ macro_rules! select_api_tokens {
 }
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $pool:ty, $migrations:literal) => {
+    ($store:ident, $db:ty, $pool:ty, $migrations:literal, $writers:expr) => {
         impl $store {
             /// Appends `filter`'s conditions to a query whose WHERE clause is already open.
             fn push_filter(query: &mut QueryBuilder<$db>, filter: &ListFilter) {
@@ -77,6 +77,10 @@ macro_rules! sql_store {
 
         #[async_trait::async_trait]
         impl Store for $store {
+            fn writers(&self) -> usize {
+                $writers
+            }
+
             async fn migrate(&self) -> Result<(), StoreError> {
                 sqlx::migrate!($migrations).run(&self.pool).await?;
                 Ok(())
@@ -158,6 +162,17 @@ macro_rules! sql_store {
                         }
                     }
                 }
+                let published: Vec<i64> = commits.iter().flat_map(|c| c.published.iter().copied()).collect();
+                for chunk in published.chunks(ROWS_PER_INSERT) {
+                    let mut update: QueryBuilder<$db> = QueryBuilder::new("UPDATE outbox SET published_at = ");
+                    update.push_bind(now).push(" WHERE id IN (");
+                    let mut list = update.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    update.push(")");
+                    update.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -187,18 +202,7 @@ macro_rules! sql_store {
             }
 
             async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
-                let now = super::now_micros();
-                for chunk in ids.chunks(ROWS_PER_INSERT) {
-                    let mut update: QueryBuilder<$db> = QueryBuilder::new("UPDATE outbox SET published_at = ");
-                    update.push_bind(now).push(" WHERE id IN (");
-                    let mut list = update.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    update.push(")");
-                    update.build().execute(&self.pool).await?;
-                }
-                Ok(())
+                self.write(&[Commit { published: ids.to_vec(), ..Commit::default() }]).await
             }
 
             async fn outbox_backlog(&self) -> Result<i64, StoreError> {
@@ -414,5 +418,6 @@ impl PgStore {
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, SqlitePool, "../migrations/sqlite");
-sql_store!(PgStore, Postgres, PgPool, "../migrations/postgres");
+sql_store!(SqliteStore, sqlx::Sqlite, SqlitePool, "../migrations/sqlite", 1);
+// Half the pool writes; the rest stays free for reads (API, relay fetches).
+sql_store!(PgStore, Postgres, PgPool, "../migrations/postgres", 4);
