@@ -51,6 +51,7 @@ async fn contract(store: Arc<dyn Store>) {
         events: vec![event("e1", "p.t", 100), event("e2", "p.t", 200), event("e3", "p.u", 300)],
         enforcements: vec![enforcement("f1", "p.r", "e1", 100), enforcement("f2", "p.r", "e2", 200)],
         outbox: vec![message("f1"), message("f2")],
+        published: vec![],
     };
     store.write(std::slice::from_ref(&commit)).await.unwrap();
 
@@ -93,6 +94,7 @@ async fn contract(store: Arc<dyn Store>) {
         events: vec![event("e4", "p.t", 400)],
         enforcements: vec![enforcement("f9", "p.r", "missing-event", 400)],
         outbox: vec![message("f9")],
+        published: vec![],
     };
     assert!(store.write(&[broken]).await.is_err());
     assert!(store.event("e4").await.unwrap().is_none());
