@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use attune_bus::{AmqpBus, AmqpOptions, Bus, DEFAULT_EXCHANGE, InProcessBus, Relay, RelayOptions, RelayStats};
 use attune_rules::{CompiledRule, RuleSpec};
+use attune_timers::{Scheduler, SchedulerConfig, SchedulerHandle, SystemClock, TimerSpec, is_timer_trigger};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -13,6 +14,7 @@ use crate::pack::Pack;
 use crate::pipeline::{EventGenerator, IngestError, Ingested, Pipeline, Source, TriggerCatalog};
 use crate::sandbox::{SensorFailure, SensorInstance};
 use crate::store::{GroupCommitter, Store, StoreError, StoreOutbox, StoredRule};
+use crate::timers::{PipelineFires, StoreTimers};
 
 /// Capacity of each subscriber queue of the in-process bus.
 const IN_PROCESS_BUS_CAPACITY: usize = 10_000;
@@ -42,6 +44,10 @@ pub enum AppError {
     Schema(#[from] crate::pipeline::BadSchema),
     #[error(transparent)]
     Rule(#[from] attune_rules::RuleError),
+    #[error(transparent)]
+    Timer(#[from] attune_timers::TimerError),
+    #[error("timer scheduler: {0}")]
+    Scheduler(#[from] attune_timers::SchedulerError),
     #[error("stored rule `{rule_ref}` no longer parses: {message}")]
     StoredRule { rule_ref: String, message: String },
 }
@@ -62,6 +68,8 @@ pub struct App {
     pub bus: Arc<dyn Bus>,
     /// The in-process bus, when that is the bus (to subscribe to it).
     pub in_process: Option<InProcessBus>,
+    /// One scheduler for every timer rule.
+    pub timers: SchedulerHandle,
     relay: JoinHandle<RelayStats>,
     stop_relay: oneshot::Sender<()>,
 }
@@ -88,10 +96,22 @@ impl App {
         for pack in packs {
             pipeline.set_pack_config(&pack.manifest.pack_ref, pack.manifest.config.clone());
         }
+        let timers = Scheduler::start(
+            Arc::new(StoreTimers(store.clone())),
+            Arc::new(PipelineFires(pipeline.clone())),
+            Arc::new(SystemClock),
+            SchedulerConfig::default(),
+        );
         for stored in store.rules().await? {
             let spec = RuleSpec::from_json(stored.spec.clone())
                 .map_err(|e| AppError::StoredRule { rule_ref: stored.rule_ref.clone(), message: e.to_string() })?;
-            pipeline.upsert_rule(Arc::new(attune_rules::compile(spec)?));
+            let rule = Arc::new(attune_rules::compile(spec)?);
+            if is_timer_trigger(rule.trigger()) && rule.enabled() {
+                // Stored state decides what was missed while the host was down (misfire policy).
+                let params = serde_json::Value::Object(rule.trigger_params().clone());
+                timers.upsert(rule.rule_ref(), TimerSpec::parse(rule.trigger(), &params)?).await?;
+            }
+            pipeline.upsert_rule(rule);
         }
         let (stop_relay, stopped) = oneshot::channel::<()>();
         let relay = tokio::spawn(async move {
@@ -101,12 +121,19 @@ impl App {
                 })
                 .await
         });
-        Ok(Self { store, pipeline, bus, in_process, relay, stop_relay })
+        Ok(Self { store, pipeline, bus, in_process, timers, relay, stop_relay })
     }
 
-    /// Compiles, stores and activates a rule; it applies to the next payload.
+    /// Compiles, stores and activates a rule; it applies to the next payload, and a timer rule's
+    /// timer starts, changes or stops at once.
     pub async fn put_rule(&self, spec: RuleSpec) -> Result<Arc<CompiledRule>, AppError> {
         let rule = Arc::new(attune_rules::compile(spec)?);
+        let timer = if is_timer_trigger(rule.trigger()) {
+            let params = serde_json::Value::Object(rule.trigger_params().clone());
+            Some(TimerSpec::parse_new(rule.trigger(), &params, attune_rules::chrono::Utc::now())?)
+        } else {
+            None
+        };
         let stored = StoredRule {
             rule_ref: rule.rule_ref().to_string(),
             pack_ref: Some(rule.pack().to_string()),
@@ -116,6 +143,13 @@ impl App {
         };
         self.store.upsert_rule(&stored).await?;
         self.pipeline.upsert_rule(rule.clone());
+        match timer {
+            Some(timer) if rule.enabled() => self.timers.upsert(rule.rule_ref(), timer).await?,
+            Some(_) => {
+                self.timers.remove(rule.rule_ref()).await?;
+            }
+            None => {}
+        }
         Ok(rule)
     }
 
@@ -123,6 +157,7 @@ impl App {
     pub async fn delete_rule(&self, rule_ref: &str) -> Result<bool, AppError> {
         let existed = self.store.delete_rule(rule_ref).await?;
         self.pipeline.remove_rule(rule_ref);
+        self.timers.purge(rule_ref).await?;
         Ok(existed)
     }
 
@@ -162,6 +197,7 @@ impl App {
 
     /// Stops the relay after it flushed what it could (bounded by its shutdown flush time).
     pub async fn shutdown(self) -> RelayStats {
+        self.timers.shutdown().await;
         let _ = self.stop_relay.send(());
         self.relay.await.unwrap_or_default()
     }

@@ -45,6 +45,24 @@ pub enum Command {
     Rule(RuleCommand),
     /// Apply pending database migrations.
     Migrate(DatabaseArgs),
+    /// Work with native timers.
+    #[command(subcommand)]
+    Timer(TimerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TimerCommand {
+    /// Print the next planned instants of an interval, cron or one-shot timer, one RFC 3339 line
+    /// each, in the timer's time zone.
+    Preview {
+        /// The rule's `trigger_params` as JSON, e.g. '{"expression": "0 9 * * 1-5", "timezone": "Europe/Paris"}'.
+        trigger_params: String,
+        /// Start after this instant (RFC 3339; default now).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +153,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sensor(SensorCommand::Run(args)) => sensor_run(*args).await,
         Command::Rule(RuleCommand::Test { rule, payload }) => return rule_test(&rule, &payload),
         Command::Migrate(args) => migrate(&args.database_url).await,
+        Command::Timer(TimerCommand::Preview { trigger_params, after, count }) => {
+            timer_preview(&trigger_params, after.as_deref(), count)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -286,5 +307,13 @@ async fn migrate(database_url: &str) -> Result<(), CliError> {
         crate::store::open(database_url).await.map_err(|e| CliError::bad_input(format!("{database_url}: {e}")))?;
     store.migrate().await.map_err(|e| CliError { code: EXIT_FAILED, message: format!("{database_url}: {e}") })?;
     eprintln!("migrations applied to {database_url}");
+    Ok(())
+}
+
+fn timer_preview(trigger_params: &str, after: Option<&str>, count: usize) -> Result<(), CliError> {
+    let lines = attune_timers::preview_lines(trigger_params, after, count).map_err(CliError::bad_input)?;
+    for line in lines {
+        println!("{line}");
+    }
     Ok(())
 }

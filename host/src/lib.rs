@@ -14,3 +14,4 @@ pub mod sensor;
 pub mod state_file;
 pub mod store;
 pub mod supervisor;
+pub mod timers;

@@ -14,3 +14,4 @@ mod policy;
 mod sources;
 mod store;
 mod support;
+mod timers;

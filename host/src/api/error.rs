@@ -120,6 +120,7 @@ impl From<AppError> for ApiError {
         match e {
             AppError::Rule(e) => e.into(),
             AppError::Store(e) => e.into(),
+            AppError::Timer(e) => ApiError::unprocessable("bad_trigger_params", e.message).with_field(e.field),
             other => {
                 tracing::error!("API request failed: {other}");
                 ApiError::internal(other.to_string())
