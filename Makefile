@@ -1,4 +1,5 @@
 # Set-up and test entry points. Every target installs what it needs on a fresh machine.
+#   make run    set up, then start the service (SQLite, in-process bus, example packs, API on :8080)
 #   make demo   set up, then run every example sensor once with `attune-host sensor run`
 #   make test   set up, then run every test (Rust end-to-end, Python SDK, JS SDK)
 #   make bench  set up, then run the sandbox benchmark (release build)
@@ -19,7 +20,7 @@ JS_SOURCES := $(shell find sdk-js -maxdepth 2 \( -name '*.js' -o -name '*.json' 
 RUNTIMES := build/runtimes/python.wasm build/runtimes/javascript.wasm
 COMPONENTS := build/components/py_compiled_dep.wasm build/components/js_bundled_dep.wasm build/components/other_world.wasm
 
-.PHONY: setup components demo test test-rust test-sdk bench
+.PHONY: setup components run demo test test-rust test-sdk bench
 setup: components
 
 components: $(RUNTIMES) $(COMPONENTS)
@@ -52,6 +53,9 @@ build/components/js_bundled_dep.wasm: $(JS_SDK) $(JS_SOURCES) $(shell find tests
 build/components/other_world.wasm: $(JS_SDK) $(wildcard tests/fixtures/js/other_world/*)
 	@mkdir -p $(@D)
 	sdk-js/node_modules/.bin/componentize-qjs --wit tests/fixtures/js/other_world/other.wit -n thing --js tests/fixtures/js/other_world/thing.js --sync -o $@
+
+run: components
+	cargo run --release --bin attune-host -- serve
 
 demo: components
 	cargo build --release --bin attune-host

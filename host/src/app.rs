@@ -6,7 +6,7 @@ use std::sync::Arc;
 use attune_bus::{AmqpBus, AmqpOptions, Bus, DEFAULT_EXCHANGE, InProcessBus, Relay, RelayOptions, RelayStats};
 use attune_rules::{CompiledRule, RuleSpec};
 use attune_timers::{Scheduler, SchedulerConfig, SchedulerHandle, SystemClock, TimerSpec, is_timer_trigger};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::limits::Limits;
@@ -70,6 +70,8 @@ pub struct App {
     pub in_process: Option<InProcessBus>,
     /// One scheduler for every timer rule.
     pub timers: SchedulerHandle,
+    /// Notified after every rule change (the sensor supervisor follows it).
+    pub rules_changed: Arc<Notify>,
     relay: JoinHandle<RelayStats>,
     stop_relay: oneshot::Sender<()>,
 }
@@ -121,7 +123,7 @@ impl App {
                 })
                 .await
         });
-        Ok(Self { store, pipeline, bus, in_process, timers, relay, stop_relay })
+        Ok(Self { store, pipeline, bus, in_process, timers, rules_changed: Arc::new(Notify::new()), relay, stop_relay })
     }
 
     /// Compiles, stores and activates a rule; it applies to the next payload, and a timer rule's
@@ -150,6 +152,7 @@ impl App {
             }
             None => {}
         }
+        self.rules_changed.notify_one();
         Ok(rule)
     }
 
@@ -158,6 +161,7 @@ impl App {
         let existed = self.store.delete_rule(rule_ref).await?;
         self.pipeline.remove_rule(rule_ref);
         self.timers.purge(rule_ref).await?;
+        self.rules_changed.notify_one();
         Ok(existed)
     }
 

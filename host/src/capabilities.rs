@@ -144,7 +144,9 @@ impl GrantedPaths {
                 Ok(canonical)
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { dirs, base: base.to_path_buf() })
+        // Absolute, so a relative path from the sensor resolves the same whatever the working directory.
+        let base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
+        Ok(Self { dirs, base })
     }
 
     /// These grants plus `other`'s directories (relative paths still resolve against `self`'s base).

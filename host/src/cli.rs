@@ -48,6 +48,63 @@ pub enum Command {
     /// Work with native timers.
     #[command(subcommand)]
     Timer(TimerCommand),
+    /// Run the service: packs, sensors, timers, the event pipeline and the HTTP API.
+    Serve(Box<ServeArgs>),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// `sqlite://PATH` or `postgres://..` (default: sqlite://<data dir>/attune.db).
+    #[arg(long, env = "ATTUNE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// RabbitMQ (default: the in-process bus).
+    #[arg(long, env = "ATTUNE_AMQP_URL")]
+    pub amqp_url: Option<String>,
+    #[arg(long, env = "ATTUNE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Directory of packs (each subdirectory with a pack.yaml).
+    #[arg(long, env = "ATTUNE_PACKS", default_value = "sensors")]
+    pub packs: PathBuf,
+    /// Where the SQLite file and the first admin token go.
+    #[arg(long, env = "ATTUNE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "ATTUNE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long, env = "ATTUNE_RUNTIMES_DIR")]
+    pub runtimes_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        #[arg(long)]
+        scope: crate::auth::Scope,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// For `sensor` tokens: a trigger it may post events for (repeatable).
+        #[arg(long = "trigger")]
+        triggers: Vec<String>,
+        /// Expiry: RFC 3339, or a duration such as `90d`.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// List tokens (never their values).
+    List {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +213,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Timer(TimerCommand::Preview { trigger_params, after, count }) => {
             timer_preview(&trigger_params, after.as_deref(), count)
         }
+        Command::Serve(args) => serve(*args).await,
+        Command::Token(command) => token(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -314,6 +373,76 @@ fn timer_preview(trigger_params: &str, after: Option<&str>, count: usize) -> Res
     let lines = attune_timers::preview_lines(trigger_params, after, count).map_err(CliError::bad_input)?;
     for line in lines {
         println!("{line}");
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let mut engine = EngineSettings::from_env();
+    engine.cache_dir = args.cache_dir.unwrap_or(engine.cache_dir);
+    engine.runtimes_dir = args.runtimes_dir.unwrap_or(engine.runtimes_dir);
+    let database_url =
+        args.database_url.unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("attune.db").display()));
+    let app = crate::app::AppConfig { database_url, amqp_url: args.amqp_url, ..crate::app::AppConfig::new("") };
+    let config =
+        crate::serve::ServeConfig { app, listen: args.listen, packs: args.packs, data_dir: args.data_dir, engine };
+    crate::serve::serve(config, shutdown_signal())
+        .await
+        .map_err(|e| CliError { code: EXIT_FAILED, message: format!("{e:#}") })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn token(command: TokenCommand) -> Result<(), CliError> {
+    let failed = |e: &dyn std::fmt::Display| CliError { code: EXIT_FAILED, message: e.to_string() };
+    let open = |db: &DatabaseArgs| {
+        let url = db.database_url.clone();
+        async move {
+            let store = crate::store::open(&url).await.map_err(|e| CliError::bad_input(format!("{url}: {e}")))?;
+            store.migrate().await.map_err(|e| CliError::bad_input(format!("{url}: {e}")))?;
+            Ok::<_, CliError>(store)
+        }
+    };
+    match command {
+        TokenCommand::Create { scope, name, triggers, expires, db } => {
+            let store = open(&db).await?;
+            let expires_at = expires
+                .map(|e| crate::auth::parse_expiry(&e, crate::store::now_micros()))
+                .transpose()
+                .map_err(|e| CliError::bad_input(format!("--expires: {e}")))?;
+            let (token, info) = crate::auth::create_token(store.as_ref(), &name, scope, triggers, expires_at)
+                .await
+                .map_err(|e| failed(&e))?;
+            eprintln!("created token {} ({:?}); it is shown only once:", info.id, info.scope);
+            println!("{token}");
+        }
+        TokenCommand::List { db } => {
+            let store = open(&db).await?;
+            for info in crate::auth::list(store.as_ref()).await.map_err(|e| failed(&e))? {
+                println!("{}", serde_json::to_string(&info).map_err(|e| failed(&e))?);
+            }
+        }
+        TokenCommand::Revoke { id, db } => {
+            let store = open(&db).await?;
+            if !crate::auth::revoke(store.as_ref(), &id).await.map_err(|e| failed(&e))? {
+                return Err(CliError::bad_input(format!("no token `{id}`")));
+            }
+            eprintln!("revoked {id}");
+        }
     }
     Ok(())
 }

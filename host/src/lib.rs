@@ -11,6 +11,7 @@ pub mod pack;
 pub mod pipeline;
 pub mod sandbox;
 pub mod sensor;
+pub mod serve;
 pub mod state_file;
 pub mod store;
 pub mod supervisor;

@@ -11,6 +11,7 @@ mod contract;
 mod limits;
 mod pipeline;
 mod policy;
+mod serve;
 mod sources;
 mod store;
 mod support;

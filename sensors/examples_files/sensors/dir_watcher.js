@@ -16,7 +16,8 @@ export function* poll(config) {
   const dir = config.dir.replace(/\/+$/, '');
   const seen = new Set(state.getJson('seen', []));
   // The host lists entries sorted by name.
-  const files = fs.listDir(dir).filter((entry) => !entry.isDir);
+  // Hidden files (.gitkeep, editors' swap files) are not new documents.
+  const files = fs.listDir(dir).filter((entry) => !entry.isDir && !entry.name.startsWith('.'));
   const fresh = files.filter((file) => !seen.has(file.name)).slice(0, MAX_PER_POLL);
   for (const file of fresh) {
     yield { path: `${dir}/${file.name}`, name: file.name, size: file.size, modified_ms: file.modifiedMs };
