@@ -59,23 +59,6 @@ async fn install_pack_rules(app: &App, packs: &[Pack]) -> anyhow::Result<()> {
 impl SensorControl for Supervisor {
     fn list(&self) -> Vec<SensorInfo> {
         self.statuses()
-            .into_iter()
-            .map(|s| SensorInfo {
-                sensor_ref: s.sensor_ref,
-                triggers: s.triggers,
-                state: serde_json::to_value(s.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                last_error: s.last_error,
-                last_failure_reason: s.last_failure_reason,
-                consecutive_failures: s.consecutive_failures,
-                polls: s.polls,
-                failures: s.failures,
-                events: s.events,
-                fuel_used: s.fuel_used,
-            })
-            .collect()
     }
 
     async fn restart(&self, sensor_ref: &str) -> bool {

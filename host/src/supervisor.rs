@@ -26,7 +26,7 @@ pub const QUARANTINE_AFTER: u32 = 5;
 const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SensorState {
     /// No enabled rule uses the sensor's triggers.
@@ -39,7 +39,7 @@ pub enum SensorState {
 }
 
 /// What `GET /sensors` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SensorStatus {
     #[serde(rename = "ref")]
     pub sensor_ref: String,

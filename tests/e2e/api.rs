@@ -43,7 +43,7 @@ impl SensorControl for FakeSensors {
         vec![SensorInfo {
             sensor_ref: "apitest.poller".into(),
             triggers: vec!["apitest.status".into()],
-            state: "quarantined".into(),
+            state: api::SensorState::Quarantined,
             last_error: Some("out of fuel".into()),
             last_failure_reason: Some("out_of_fuel".into()),
             consecutive_failures: 5,

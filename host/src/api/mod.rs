@@ -120,23 +120,8 @@ pub trait SensorControl: Send + Sync + std::fmt::Debug {
     async fn restart(&self, sensor_ref: &str) -> bool;
 }
 
-/// One sensor in `GET /sensors`.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct SensorInfo {
-    #[serde(rename = "ref")]
-    pub sensor_ref: String,
-    pub triggers: Vec<String>,
-    /// `idle` (no enabled rule uses its triggers), `running`, `backing_off` or `quarantined`.
-    pub state: String,
-    pub last_error: Option<String>,
-    /// Named reason of the last failure: `out_of_fuel`, `memory_limit`, `deadline_exceeded`, `trap`, ..
-    pub last_failure_reason: Option<String>,
-    pub consecutive_failures: u32,
-    pub polls: u64,
-    pub failures: u64,
-    pub events: u64,
-    pub fuel_used: u64,
-}
+/// One sensor in `GET /sensors`: the supervisor's view of it.
+pub use crate::supervisor::{SensorState, SensorStatus as SensorInfo};
 
 /// One trigger in `GET /triggers`.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
