@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use attune_bus::routing::{RULE_CREATED, RULE_DELETED, RULE_DISABLED, RULE_ENABLED, RULE_UPDATED};
 use attune_bus::{AmqpBus, AmqpOptions, Bus, DEFAULT_EXCHANGE, InProcessBus, Relay, RelayOptions, RelayStats};
 use attune_rules::{CompiledRule, RuleSpec};
 use attune_timers::{Scheduler, SchedulerConfig, SchedulerHandle, SystemClock, TimerSpec, is_timer_trigger};
@@ -143,8 +144,16 @@ impl App {
             enabled: rule.enabled(),
             spec: serde_json::to_value(rule.spec()).map_err(StoreError::Json)?,
         };
+        let before = self.pipeline.rule(rule.rule_ref());
         self.store.upsert_rule(&stored).await?;
         self.pipeline.upsert_rule(rule.clone());
+        let change = match before.map(|b| b.enabled()) {
+            None => RULE_CREATED,
+            Some(was) if was != rule.enabled() && rule.enabled() => RULE_ENABLED,
+            Some(was) if was != rule.enabled() => RULE_DISABLED,
+            Some(_) => RULE_UPDATED,
+        };
+        self.announce(change, rule.rule_ref(), Some(&stored.spec)).await;
         match timer {
             Some(timer) if rule.enabled() => self.timers.upsert(rule.rule_ref(), timer).await?,
             Some(_) => {
@@ -161,6 +170,9 @@ impl App {
         let existed = self.store.delete_rule(rule_ref).await?;
         self.pipeline.remove_rule(rule_ref);
         self.timers.purge(rule_ref).await?;
+        if existed {
+            self.announce(RULE_DELETED, rule_ref, None).await;
+        }
         self.rules_changed.notify_one();
         Ok(existed)
     }
@@ -174,6 +186,20 @@ impl App {
             .map_err(|e| AppError::StoredRule { rule_ref: rule_ref.to_string(), message: e.to_string() })?;
         spec.enabled = enabled;
         self.put_rule(spec).await.map(Some)
+    }
+
+    /// Publishes a rule change (`rule.*`) through the outbox, so other hosts and executors hear
+    /// of it even if the broker is down right now. The change itself is already stored.
+    async fn announce(&self, routing_key: &str, rule_ref: &str, spec: Option<&serde_json::Value>) {
+        let at = crate::store::now_micros();
+        let message = attune_bus::Message::new(
+            routing_key,
+            crate::pipeline::derived_id(at, &format!("{routing_key}\0{rule_ref}\0{at}")),
+            serde_json::json!({"rule": rule_ref, "change": routing_key, "spec": spec, "at": at}),
+        );
+        if let Err(e) = self.pipeline.publish(vec![message]).await {
+            tracing::error!(rule = rule_ref, "rule change stored but not queued for the bus: {e}");
+        }
     }
 
     /// Polls `sensor` once and feeds what it emitted, with its state writes, into the pipeline.

@@ -138,18 +138,37 @@ async fn sqlite_and_in_process_bus() {
     let pack = test_pack(&dir.path().join("pack"), 100);
     let url = format!("sqlite://{}", dir.path().join("attune.db").display());
     let app = App::start(&AppConfig::new(url), &[pack]).await.unwrap();
-    let mut published = app.in_process.as_ref().unwrap().subscribe("#");
+    let mut rule_changes = app.in_process.as_ref().unwrap().subscribe("rule.*");
     add_rules(&app).await;
+    let mut published = app.in_process.as_ref().unwrap().subscribe("#");
 
     let (event_id, enforcement_id) = ingest_and_check(&app).await;
     let mut seen = Vec::new();
-    for _ in 0..2 {
+    while seen.len() < 2 {
         let message = tokio::time::timeout(Duration::from_secs(5), published.recv()).await.unwrap().unwrap();
-        seen.push((message.routing_key, message.message_id));
+        // The rules' own `rule.created` announcements may still be arriving.
+        if !message.routing_key.starts_with("rule.") {
+            seen.push((message.routing_key, message.message_id));
+        }
     }
     seen.sort();
     assert_eq!(seen, [("enforcement.created".to_string(), enforcement_id), ("event.created".to_string(), event_id)]);
     wait_for_empty_outbox(&app).await;
+
+    // Rule changes are announced on the bus too.
+    app.set_rule_enabled("pipe.r1", false).await.unwrap();
+    app.put_rule(RuleSpec::from_json(json!({"ref": "pipe.r1", "trigger": "pipe.status", "enabled": false,
+        "action": {"ref": "core.noop"}})).unwrap()).await.unwrap();
+    app.set_rule_enabled("pipe.r1", true).await.unwrap();
+    app.delete_rule("pipe.r1").await.unwrap();
+    let mut keys = Vec::new();
+    while keys.len() < 104 {
+        let message = tokio::time::timeout(Duration::from_secs(5), rule_changes.recv()).await.unwrap().unwrap();
+        assert_eq!(message.body["rule"], message.body["rule"].as_str().unwrap());
+        keys.push(message.routing_key);
+    }
+    assert!(keys[..100].iter().all(|k| k == "rule.created"), "{keys:?}");
+    assert_eq!(keys[100..], ["rule.disabled", "rule.updated", "rule.enabled", "rule.deleted"]);
     app.shutdown().await;
 }
 

@@ -72,6 +72,18 @@ impl Pipeline {
         self.rules.write().unwrap_or_else(|e| e.into_inner()).upsert(rule);
     }
 
+    /// The rule with this ref, enabled or not.
+    pub fn rule(&self, rule_ref: &str) -> Option<Arc<CompiledRule>> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).get(rule_ref).cloned()
+    }
+
+    /// Queues messages in the outbox (same writer and relay as events), e.g. `rule.*` changes.
+    pub async fn publish(&self, messages: Vec<Message>) -> Result<(), Arc<StoreError>> {
+        self.committer.commit(Commit { outbox: messages, ..Commit::default() }).await?;
+        self.outbox_written.notify_one();
+        Ok(())
+    }
+
     /// Whether an enabled rule listens on `trigger` (a sensor runs only while one does).
     pub fn has_rules_for(&self, trigger: &str) -> bool {
         !self.rules.read().unwrap_or_else(|e| e.into_inner()).rules_for(trigger).is_empty()
