@@ -11,7 +11,7 @@ use crate::api::{self, ApiState, SensorControl, SensorInfo, WebhookSecrets};
 use crate::app::{App, AppConfig};
 use crate::pack::{Pack, PackError};
 use crate::sandbox::{EngineSettings, SensorEngine};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Supervisor, SupervisorOptions};
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -78,7 +78,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
 
     let engine = SensorEngine::new(config.engine.clone())?;
     let sensors: Vec<_> = packs.iter().flat_map(|p| p.sensors.iter().cloned()).collect();
-    let supervisor = Supervisor::new(app.clone(), engine, sensors);
+    let supervisor = Supervisor::new(app.clone(), engine, sensors, SupervisorOptions::default());
     supervisor.reconcile();
     let follow = tokio::spawn({
         let (app, supervisor) = (app.clone(), supervisor.clone());

@@ -1,7 +1,7 @@
 //! Sensor supervisor: runs each sensor while at least one enabled rule uses one of its
 //! triggers, polls it on its `poll_interval` (with a little jitter so sensors loaded together
 //! do not poll in lockstep), and contains failures: after a trap or error the next poll runs on
-//! a fresh instance after an exponential backoff; after `QUARANTINE_AFTER` consecutive failures
+//! a fresh instance after an exponential backoff; after `quarantine_after` consecutive failures
 //! the sensor is quarantined with its reason until restarted through the API.
 //!
 //! One tokio task per running sensor; a sensor's poll is bounded by its own deadline, and fuel
@@ -20,11 +20,22 @@ use crate::pipeline::IngestError;
 use crate::sandbox::{SensorEngine, SensorInstance, StartError};
 use crate::sensor::SensorSpec;
 
-/// Consecutive failures after which a sensor is quarantined.
-pub const QUARANTINE_AFTER: u32 = 5;
-/// First pause after a failure; doubles up to `BACKOFF_MAX`.
-const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How failures are handled.
+#[derive(Debug, Clone, Copy)]
+pub struct SupervisorOptions {
+    /// Consecutive failures after which a sensor is quarantined. Default 5.
+    pub quarantine_after: u32,
+    /// First pause after a failure; doubles up to `backoff_max`. Default 1 s.
+    pub backoff_initial: Duration,
+    /// Default 60 s.
+    pub backoff_max: Duration,
+}
+
+impl Default for SupervisorOptions {
+    fn default() -> Self {
+        Self { quarantine_after: 5, backoff_initial: Duration::from_secs(1), backoff_max: Duration::from_secs(60) }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -34,7 +45,7 @@ pub enum SensorState {
     Running,
     /// Failed; the next poll waits for the backoff.
     BackingOff,
-    /// Failed `QUARANTINE_AFTER` times in a row; waits for a restart.
+    /// Failed `quarantine_after` times in a row; waits for a restart.
     Quarantined,
 }
 
@@ -65,6 +76,7 @@ struct Entry {
 pub struct Supervisor {
     app: Arc<App>,
     engine: Arc<SensorEngine>,
+    options: SupervisorOptions,
     sensors: Mutex<HashMap<String, Entry>>,
 }
 
@@ -75,7 +87,12 @@ impl std::fmt::Debug for Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(app: Arc<App>, engine: Arc<SensorEngine>, specs: Vec<SensorSpec>) -> Arc<Self> {
+    pub fn new(
+        app: Arc<App>,
+        engine: Arc<SensorEngine>,
+        specs: Vec<SensorSpec>,
+        options: SupervisorOptions,
+    ) -> Arc<Self> {
         let sensors = specs
             .into_iter()
             .map(|spec| {
@@ -95,7 +112,7 @@ impl Supervisor {
                 (entry.spec.sensor_ref.clone(), entry)
             })
             .collect();
-        Arc::new(Self { app, engine, sensors: Mutex::new(sensors) })
+        Arc::new(Self { app, engine, options, sensors: Mutex::new(sensors) })
     }
 
     fn sensors(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -156,7 +173,8 @@ impl Supervisor {
         let (app, engine, spec, status) =
             (self.app.clone(), self.engine.clone(), entry.spec.clone(), entry.status.clone());
         lock(&status).state = SensorState::Running;
-        tokio::spawn(async move { run_sensor(app, engine, spec, status).await })
+        let options = self.options;
+        tokio::spawn(async move { run_sensor(app, engine, spec, status, options).await })
     }
 }
 
@@ -165,10 +183,16 @@ fn lock(status: &Mutex<SensorStatus>) -> std::sync::MutexGuard<'_, SensorStatus>
 }
 
 /// The poll loop of one sensor, until quarantined or aborted.
-async fn run_sensor(app: Arc<App>, engine: Arc<SensorEngine>, spec: Arc<SensorSpec>, status: Arc<Mutex<SensorStatus>>) {
+async fn run_sensor(
+    app: Arc<App>,
+    engine: Arc<SensorEngine>,
+    spec: Arc<SensorSpec>,
+    status: Arc<Mutex<SensorStatus>>,
+    options: SupervisorOptions,
+) {
     let sensor_ref = spec.sensor_ref.clone();
     let mut sensor: Option<SensorInstance> = None;
-    let mut backoff = BACKOFF_INITIAL;
+    let mut backoff = options.backoff_initial;
     loop {
         let outcome = match sensor.as_mut() {
             Some(sensor) => match app.poll_sensor(sensor).await {
@@ -192,7 +216,7 @@ async fn run_sensor(app: Arc<App>, engine: Arc<SensorEngine>, spec: Arc<SensorSp
                     status.fuel_used += fuel;
                     status.consecutive_failures = 0;
                     status.state = SensorState::Running;
-                    backoff = BACKOFF_INITIAL;
+                    backoff = options.backoff_initial;
                     jittered(spec.poll_interval)
                 }
                 Err((message, reason)) => {
@@ -201,14 +225,15 @@ async fn run_sensor(app: Arc<App>, engine: Arc<SensorEngine>, spec: Arc<SensorSp
                     tracing::warn!(sensor = %sensor_ref, reason = %reason, failures = status.consecutive_failures, "poll failed: {message}");
                     status.last_error = Some(message);
                     status.last_failure_reason = Some(reason);
-                    if status.consecutive_failures >= QUARANTINE_AFTER {
+                    if status.consecutive_failures >= options.quarantine_after {
                         status.state = SensorState::Quarantined;
-                        tracing::error!(sensor = %sensor_ref, "sensor quarantined after {QUARANTINE_AFTER} consecutive failures");
+                        let after = options.quarantine_after;
+                        tracing::error!(sensor = %sensor_ref, "sensor quarantined after {after} consecutive failures");
                         return;
                     }
                     status.state = SensorState::BackingOff;
                     let delay = backoff;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff = (backoff * 2).min(options.backoff_max);
                     delay
                 }
             }

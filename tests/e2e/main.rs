@@ -14,5 +14,6 @@ mod policy;
 mod serve;
 mod sources;
 mod store;
+mod supervisor;
 mod support;
 mod timers;

@@ -157,8 +157,13 @@ async fn sqlite_and_in_process_bus() {
 
     // Rule changes are announced on the bus too.
     app.set_rule_enabled("pipe.r1", false).await.unwrap();
-    app.put_rule(RuleSpec::from_json(json!({"ref": "pipe.r1", "trigger": "pipe.status", "enabled": false,
-        "action": {"ref": "core.noop"}})).unwrap()).await.unwrap();
+    app.put_rule(
+        RuleSpec::from_json(json!({"ref": "pipe.r1", "trigger": "pipe.status", "enabled": false,
+        "action": {"ref": "core.noop"}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
     app.set_rule_enabled("pipe.r1", true).await.unwrap();
     app.delete_rule("pipe.r1").await.unwrap();
     let mut keys = Vec::new();

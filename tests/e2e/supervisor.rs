@@ -1,0 +1,72 @@
+//! The sensor supervisor: a failing sensor backs off, is quarantined with its reason and comes
+//! back through a restart, while a healthy sensor beside it keeps polling.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attune_host::app::{App, AppConfig};
+use attune_host::supervisor::{SensorState, Supervisor, SupervisorOptions};
+use attune_rules::RuleSpec;
+use serde_json::json;
+
+use crate::support::{engine, fixture, spec};
+
+#[tokio::test]
+async fn failing_sensor_is_quarantined_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(
+        App::start(&AppConfig::new(format!("sqlite://{}", dir.path().join("a.db").display())), &[]).await.unwrap(),
+    );
+    // Sensors run only while an enabled rule uses their trigger.
+    let rule = json!({"ref": "sup.on_webhook", "trigger": "core.webhook", "action": {"ref": "core.echo"}});
+    app.put_rule(RuleSpec::from_json(rule).unwrap()).await.unwrap();
+
+    let mut failing = spec(&fixture("js/throws.js"), json!({}));
+    failing.sensor_ref = "sup.failing".into();
+    failing.triggers = vec!["core.webhook".into()];
+    let mut healthy = spec(&fixture("js/counter.js"), json!({}));
+    healthy.sensor_ref = "sup.healthy".into();
+    healthy.triggers = vec!["core.webhook".into()];
+    healthy.poll_interval = Duration::from_millis(20);
+    let options = SupervisorOptions {
+        quarantine_after: 3,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+    };
+    let supervisor = Supervisor::new(app.clone(), engine(), vec![failing, healthy], options);
+    supervisor.reconcile();
+
+    let status = |name: &str| supervisor.statuses().into_iter().find(|s| s.sensor_ref == name).unwrap();
+    let started = Instant::now();
+    while status("sup.failing").state != SensorState::Quarantined {
+        assert!(started.elapsed() < Duration::from_secs(10), "not quarantined: {:?}", status("sup.failing"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quarantined = status("sup.failing");
+    assert_eq!(quarantined.consecutive_failures, 3);
+    assert_eq!(quarantined.last_failure_reason.as_deref(), Some("sensor_error"));
+    assert!(quarantined.last_error.unwrap().contains("TypeError: bad item"));
+    // Backoff: three failures took at least 20 + 40 ms of waiting.
+    assert!(started.elapsed() >= Duration::from_millis(60));
+    let healthy_polls = status("sup.healthy").polls;
+    assert!(healthy_polls >= 2, "the healthy sensor kept polling: {healthy_polls}");
+    assert_eq!(status("sup.healthy").failures, 0);
+
+    // A quarantined sensor stays down until restarted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(status("sup.failing").polls, quarantined.polls);
+    assert!(supervisor.restart("sup.failing"));
+    assert!(!supervisor.restart("sup.nope"));
+    let restarted = Instant::now();
+    while status("sup.failing").polls == quarantined.polls {
+        assert!(restarted.elapsed() < Duration::from_secs(5), "the restart did not poll again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(status("sup.failing").state, SensorState::Idle);
+
+    // Without a rule on their trigger, sensors stop.
+    app.delete_rule("sup.on_webhook").await.unwrap();
+    supervisor.reconcile();
+    assert_eq!(status("sup.healthy").state, SensorState::Idle);
+    supervisor.stop_all();
+}
