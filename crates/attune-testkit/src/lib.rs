@@ -53,6 +53,20 @@ pub async fn broker() -> Connection {
     }
 }
 
+/// Declares `exchange` as the bus does (durable topic; idempotent), so a test can bind to it
+/// before the bus connects.
+pub async fn declare_exchange(channel: &Channel, exchange: &str) {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
 /// What a consumer saw for one delivery.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -75,16 +89,7 @@ impl Collector {
     pub async fn bind(exchange: &str, pattern: &str) -> Self {
         let connection = broker().await;
         let channel = connection.create_channel().await.unwrap();
-        // Same declaration as the bus (idempotent), so the consumer can bind before the bus connects.
-        channel
-            .exchange_declare(
-                exchange.into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions { durable: true, ..Default::default() },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        declare_exchange(&channel, exchange).await;
         let queue = channel
             .queue_declare(
                 "".into(),

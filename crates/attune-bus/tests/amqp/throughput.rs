@@ -5,23 +5,15 @@ use std::time::Instant;
 use attune_bus::{AmqpBus, AmqpOptions, Bus, Message, routing};
 use serde_json::json;
 
-use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::Channel;
+use lapin::options::{ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, ExchangeKind};
 
-use crate::common::{amqp_url, broker, unique_name};
+use crate::common::{amqp_url, broker, declare_exchange, unique_name};
 
 /// An exclusive queue bound with `#` but not consumed, so this process only measures publishing.
 async fn sink(channel: &Channel, exchange: &str) -> String {
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    declare_exchange(channel, exchange).await;
     let queue = channel
         .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
         .await
