@@ -10,9 +10,9 @@ use attune_timers::{Scheduler, SchedulerConfig, SchedulerHandle, SystemClock, Ti
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::limits::Limits;
+use crate::metrics::{MeasuredBus, Metrics};
 use crate::pack::Pack;
-use crate::pipeline::{EventGenerator, IngestError, Ingested, Pipeline, Source, TriggerCatalog};
+use crate::pipeline::{IngestError, Ingested, Pipeline, Source};
 use crate::sandbox::{SensorFailure, SensorInstance};
 use crate::store::{GroupCommitter, Store, StoreError, StoreOutbox, StoredRule};
 use crate::timers::{PipelineFires, StoreTimers};
@@ -73,6 +73,7 @@ pub struct App {
     pub timers: SchedulerHandle,
     /// Notified after every rule change (the sensor supervisor follows it).
     pub rules_changed: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
     relay: JoinHandle<RelayStats>,
     stop_relay: oneshot::Sender<()>,
 }
@@ -90,18 +91,15 @@ impl App {
                 (Arc::new(bus.clone()), Some(bus))
             }
         };
+        let metrics = Arc::new(Metrics::new());
+        let bus: Arc<dyn Bus> = Arc::new(MeasuredBus { inner: bus, metrics: metrics.clone() });
         let committer = GroupCommitter::start(store.clone());
         let outbox = StoreOutbox { store: store.clone(), committer: committer.clone() };
         let relay = Relay::new(outbox, bus.clone(), RelayOptions::default());
-        let catalog = Arc::new(TriggerCatalog::new(packs)?);
-        let generator = EventGenerator::new(catalog, Limits::default().max_payload_bytes);
-        let pipeline = Arc::new(Pipeline::new(generator, committer, relay.notifier()));
-        for pack in packs {
-            pipeline.set_pack_config(&pack.manifest.pack_ref, pack.manifest.config.clone());
-        }
+        let pipeline = Arc::new(Pipeline::new(packs, committer, relay.notifier(), metrics.clone())?);
         let timers = Scheduler::start(
             Arc::new(StoreTimers(store.clone())),
-            Arc::new(PipelineFires(pipeline.clone())),
+            Arc::new(PipelineFires { pipeline: pipeline.clone(), metrics: metrics.clone() }),
             Arc::new(SystemClock),
             SchedulerConfig::default(),
         );
@@ -124,7 +122,8 @@ impl App {
                 })
                 .await
         });
-        Ok(Self { store, pipeline, bus, in_process, timers, rules_changed: Arc::new(Notify::new()), relay, stop_relay })
+        let rules_changed = Arc::new(Notify::new());
+        Ok(Self { store, pipeline, bus, in_process, timers, rules_changed, metrics, relay, stop_relay })
     }
 
     /// Compiles, stores and activates a rule; it applies to the next payload, and a timer rule's
@@ -163,6 +162,21 @@ impl App {
         }
         self.rules_changed.notify_one();
         Ok(rule)
+    }
+
+    /// Installs the pack rules (`rules/*.yaml`) that are not stored yet; rules changed through
+    /// the API since are left as they are. Returns the refs installed.
+    pub async fn install_pack_rules(&self, packs: &[Pack]) -> Result<Vec<String>, AppError> {
+        let stored: Vec<String> = self.store.rules().await?.into_iter().map(|r| r.rule_ref).collect();
+        let mut installed = Vec::new();
+        for rule in packs.iter().flat_map(|p| &p.rules) {
+            if !stored.contains(&rule.spec.rule_ref) {
+                self.put_rule(rule.spec.clone()).await?;
+                tracing::info!(rule = %rule.spec.rule_ref, file = %rule.file.display(), "installed pack rule");
+                installed.push(rule.spec.rule_ref.clone());
+            }
+        }
+        Ok(installed)
     }
 
     /// Deletes a rule; it stops applying at once. Returns whether it existed.

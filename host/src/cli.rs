@@ -53,28 +53,59 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Work with packs.
+    #[command(subcommand)]
+    Pack(PackCommand),
 }
 
+/// Settings of `serve`. Each comes from its flag, else its `ATTUNE_*` variable, else the config
+/// file, else the default shown (see [`crate::config`]).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// `sqlite://PATH` or `postgres://..` (default: sqlite://<data dir>/attune.db).
+    /// YAML file with any of the settings below (keys as the flags, with `_`); unknown keys
+    /// are an error. Relative paths in it are relative to the file.
+    #[arg(long, env = "ATTUNE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://..` [default: sqlite://<data dir>/attune.db]
     #[arg(long, env = "ATTUNE_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// RabbitMQ (default: the in-process bus).
+    /// RabbitMQ `amqp://..` [default: the in-process bus]
     #[arg(long, env = "ATTUNE_AMQP_URL")]
     pub amqp_url: Option<String>,
-    #[arg(long, env = "ATTUNE_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: std::net::SocketAddr,
-    /// Directory of packs (each subdirectory with a pack.yaml).
-    #[arg(long, env = "ATTUNE_PACKS", default_value = "sensors")]
-    pub packs: PathBuf,
-    /// Where the SQLite file and the first admin token go.
-    #[arg(long, env = "ATTUNE_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
+    /// API address [default: 127.0.0.1:8080]
+    #[arg(long, env = "ATTUNE_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Directory of packs, each subdirectory with a pack.yaml [default: sensors]
+    #[arg(long, env = "ATTUNE_PACKS")]
+    pub packs: Option<PathBuf>,
+    /// Where the SQLite file and the first admin token go [default: data]
+    #[arg(long, env = "ATTUNE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Compiled-component cache [default: ~/.cache/attune/components]
     #[arg(long, env = "ATTUNE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where python.wasm and javascript.wasm are [default: build/runtimes]
     #[arg(long, env = "ATTUNE_RUNTIMES_DIR")]
     pub runtimes_dir: Option<PathBuf>,
+    /// Consecutive failures before a sensor is quarantined [default: 5]
+    #[arg(long, env = "ATTUNE_QUARANTINE_AFTER")]
+    pub quarantine_after: Option<u32>,
+    /// First backoff after a sensor failure, doubling [default: 1000]
+    #[arg(long, env = "ATTUNE_BACKOFF_INITIAL_MS")]
+    pub backoff_initial_ms: Option<u64>,
+    /// Longest backoff [default: 60000]
+    #[arg(long, env = "ATTUNE_BACKOFF_MAX_MS")]
+    pub backoff_max_ms: Option<u64>,
+    /// Print the effective settings (as a config file) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackCommand {
+    /// Check every file of a pack (or of each pack in a packs directory) as `serve` would;
+    /// errors name the file and the field.
+    Validate { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,8 +244,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Timer(TimerCommand::Preview { trigger_params, after, count }) => {
             timer_preview(&trigger_params, after.as_deref(), count)
         }
-        Command::Serve(args) => serve(*args).await,
+        Command::Serve(args) => serve(args.print_config, *args).await,
         Command::Token(command) => token(command).await,
+        Command::Pack(PackCommand::Validate { dir }) => pack_validate(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -377,15 +409,33 @@ fn timer_preview(trigger_params: &str, after: Option<&str>, count: usize) -> Res
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let mut engine = EngineSettings::from_env();
-    engine.cache_dir = args.cache_dir.unwrap_or(engine.cache_dir);
-    engine.runtimes_dir = args.runtimes_dir.unwrap_or(engine.runtimes_dir);
-    let database_url =
-        args.database_url.unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("attune.db").display()));
-    let app = crate::app::AppConfig { database_url, amqp_url: args.amqp_url, ..crate::app::AppConfig::new("") };
-    let config =
-        crate::serve::ServeConfig { app, listen: args.listen, packs: args.packs, data_dir: args.data_dir, engine };
+/// A pack directory, or a directory of packs: each is loaded and checked as `serve` would.
+fn pack_validate(dir: &Path) -> Result<(), CliError> {
+    let packs = if dir.join("pack.yaml").is_file() {
+        vec![Pack::load(dir).map_err(CliError::bad_input)?]
+    } else {
+        crate::pack::load_dir(dir).map_err(CliError::bad_input)?
+    };
+    for pack in &packs {
+        println!(
+            "{} {}: ok ({} triggers, {} sensors, {} rules)",
+            pack.manifest.pack_ref,
+            pack.manifest.version,
+            pack.triggers.len(),
+            pack.sensors.len(),
+            pack.rules.len()
+        );
+    }
+    Ok(())
+}
+
+async fn serve(print_config: bool, args: ServeArgs) -> Result<(), CliError> {
+    let config = crate::config::resolve(args).map_err(CliError::bad_input)?;
+    if print_config {
+        let text = serde_yaml::to_string(&crate::config::to_file_config(&config)).map_err(CliError::bad_input)?;
+        print!("{text}");
+        return Ok(());
+    }
     crate::serve::serve(config, shutdown_signal())
         .await
         .map_err(|e| CliError { code: EXIT_FAILED, message: format!("{e:#}") })

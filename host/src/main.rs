@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
+        // Lines logged inside a sensor's task carry `"span": {"name": "sensor", "sensor": ref}`.
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.with_target(false).init(),
     }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use attune_rules::RuleSpec;
+use attune_timers::{TimerSpec, is_timer_trigger};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -92,6 +94,15 @@ pub struct Pack {
     pub manifest: PackManifest,
     pub triggers: Vec<TriggerManifest>,
     pub sensors: Vec<SensorSpec>,
+    /// `rules/*.yaml`, each checked as the API would check it.
+    pub rules: Vec<PackRule>,
+}
+
+/// A rule shipped with a pack, installed on first start.
+#[derive(Debug, Clone)]
+pub struct PackRule {
+    pub file: PathBuf,
+    pub spec: RuleSpec,
 }
 
 /// A pack error: the file, the field (when one is to blame) and what is wrong.
@@ -148,6 +159,13 @@ impl Pack {
         for file in yaml_files(&dir.join("triggers"))? {
             let mut trigger: TriggerManifest = read_yaml(&file)?;
             trigger.trigger_ref = qualify(&pack_ref, &trigger.trigger_ref, &file)?;
+            for (field, schema) in
+                [("payload_schema", &trigger.payload_schema), ("param_schema", &trigger.param_schema)]
+            {
+                if let Some(schema) = schema.as_ref().filter(|s| !s.is_null()) {
+                    jsonschema::validator_for(schema).map_err(|e| PackError::new(&file, Some(field), e.to_string()))?;
+                }
+            }
             triggers.push(trigger);
         }
 
@@ -157,8 +175,44 @@ impl Pack {
             let sensor: SensorManifest = read_yaml(&file)?;
             sensors.push(resolve_sensor(&pack_ref, dir, &file, sensor, &triggers, &context)?);
         }
-        Ok(Self { dir: dir.to_path_buf(), manifest, triggers, sensors })
+        let rules =
+            yaml_files(&dir.join("rules"))?.into_iter().map(|file| load_rule(&file)).collect::<Result<_, _>>()?;
+        Ok(Self { dir: dir.to_path_buf(), manifest, triggers, sensors, rules })
     }
+}
+
+/// Every pack under `dir` (each subdirectory with a `pack.yaml`), in name order; pack rules
+/// must name a trigger of some loaded pack or a core one.
+pub fn load_dir(dir: &Path) -> Result<Vec<Pack>, PackError> {
+    let read = std::fs::read_dir(dir).map_err(|e| PackError::new(dir, None, e.to_string()))?;
+    let mut dirs: Vec<PathBuf> =
+        read.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("pack.yaml").is_file()).collect();
+    dirs.sort();
+    let packs = dirs.iter().map(|d| Pack::load(d)).collect::<Result<Vec<_>, _>>()?;
+    let known = |trigger: &str| {
+        CORE_TRIGGERS.contains(&trigger) || packs.iter().flat_map(|p| &p.triggers).any(|t| t.trigger_ref == trigger)
+    };
+    for rule in packs.iter().flat_map(|p| &p.rules) {
+        if !known(&rule.spec.trigger) {
+            return Err(PackError::new(
+                &rule.file,
+                Some("trigger"),
+                format!("unknown trigger `{}`", rule.spec.trigger),
+            ));
+        }
+    }
+    Ok(packs)
+}
+
+fn load_rule(file: &Path) -> Result<PackRule, PackError> {
+    let text = std::fs::read_to_string(file).map_err(|e| PackError::new(file, None, e.to_string()))?;
+    let spec = RuleSpec::from_yaml_str(&text).map_err(|e| PackError::new(file, None, e.to_string()))?;
+    let rule = attune_rules::compile(spec.clone()).map_err(|e| PackError::new(file, Some(&e.field), e.message))?;
+    if is_timer_trigger(rule.trigger()) {
+        let params = Value::Object(rule.trigger_params().clone());
+        TimerSpec::parse(rule.trigger(), &params).map_err(|e| PackError::new(file, Some(&e.field), e.message))?;
+    }
+    Ok(PackRule { file: file.to_path_buf(), spec })
 }
 
 fn is_identifier(s: &str) -> bool {

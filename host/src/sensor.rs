@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::limits::Limits;
 use crate::sandbox::{Grants, SensorCode};
@@ -40,6 +41,19 @@ impl SensorSpec {
             grants: Arc::default(),
             config: Value::Object(Default::default()),
         })
+    }
+
+    /// A digest of everything the sensor runs with, its code file's bytes included: equal
+    /// fingerprints mean a reload can keep the running instance. An unreadable code file gives
+    /// a fingerprint of its own, so the sensor is restarted and reports the read error.
+    pub fn fingerprint(&self) -> String {
+        let mut digest = Sha256::new();
+        digest.update(format!("{self:?}").as_bytes());
+        match std::fs::read(self.code.path()) {
+            Ok(bytes) => digest.update(&bytes),
+            Err(e) => digest.update(e.to_string().as_bytes()),
+        }
+        hex::encode(digest.finalize())
     }
 
     pub fn limits_timeout(&self) -> Duration {

@@ -1,17 +1,21 @@
 //! `attune-host serve`: packs, pipeline, timers, sensors and the HTTP API in one process.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use attune_rules::RuleSpec;
 
-use crate::api::{self, ApiState, SensorControl, SensorInfo, WebhookSecrets};
+use crate::api::{self, ApiState, PackControl, SensorControl, SensorInfo, WebhookSecrets};
 use crate::app::{App, AppConfig};
-use crate::pack::{Pack, PackError};
+use crate::pack::{Pack, PackError, load_dir};
 use crate::sandbox::{EngineSettings, SensorEngine};
-use crate::supervisor::{Supervisor, SupervisorOptions};
+use crate::supervisor::{SensorChanges, Supervisor, SupervisorOptions};
+
+/// How long a shutdown waits for sensors in the middle of a poll; a poll is bounded by its
+/// sensor's `timeout_ms` (1 s by default), so this only cuts off a sensor configured longer.
+const SENSOR_STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -20,39 +24,32 @@ pub struct ServeConfig {
     pub packs: PathBuf,
     pub data_dir: PathBuf,
     pub engine: EngineSettings,
+    pub supervisor: SupervisorOptions,
 }
 
-/// Every pack under `dir` (each subdirectory with a `pack.yaml`), in name order.
-pub fn load_packs(dir: &Path) -> Result<Vec<Pack>, PackError> {
-    let read = std::fs::read_dir(dir).map_err(|e| PackError {
-        file: dir.to_path_buf(),
-        field: None,
-        message: e.to_string(),
-    })?;
-    let mut dirs: Vec<PathBuf> =
-        read.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("pack.yaml").is_file()).collect();
-    dirs.sort();
-    dirs.iter().map(|d| Pack::load(d)).collect()
+/// Reloads the packs directory into the running host; one reload at a time.
+#[derive(Debug)]
+struct PackReloader {
+    dir: PathBuf,
+    app: Arc<App>,
+    supervisor: Arc<Supervisor>,
+    running: tokio::sync::Mutex<()>,
 }
 
-/// Installs each pack's `rules/*.yaml` that is not stored yet; rules changed through the API
-/// since are left as they are.
-async fn install_pack_rules(app: &App, packs: &[Pack]) -> anyhow::Result<()> {
-    let stored: Vec<String> = app.store.rules().await?.into_iter().map(|r| r.rule_ref).collect();
-    for pack in packs {
-        let Ok(entries) = std::fs::read_dir(pack.dir.join("rules")) else { continue };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        for file in files.iter().filter(|f| matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))) {
-            let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
-            let spec = RuleSpec::from_yaml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            if !stored.contains(&spec.rule_ref) {
-                app.put_rule(spec).await.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-                tracing::info!(rule = %file.display(), "installed pack rule");
-            }
-        }
+#[async_trait::async_trait]
+impl PackControl for PackReloader {
+    async fn reload(&self) -> Result<(Vec<Pack>, SensorChanges), PackError> {
+        let _one_at_a_time = self.running.lock().await;
+        let packs = load_dir(&self.dir)?;
+        let failed =
+            |e: &dyn std::fmt::Display| PackError { file: self.dir.clone(), field: None, message: e.to_string() };
+        self.app.pipeline.set_packs(&packs).map_err(|e| failed(&e))?;
+        self.app.install_pack_rules(&packs).await.map_err(|e| failed(&e))?;
+        let changes = self.supervisor.replace_specs(packs.iter().flat_map(|p| p.sensors.iter().cloned()).collect());
+        self.supervisor.reconcile();
+        tracing::info!(packs = packs.len(), ?changes, "packs reloaded");
+        Ok((packs, changes))
     }
-    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -66,19 +63,20 @@ impl SensorControl for Supervisor {
     }
 }
 
-/// Runs until `shutdown` resolves, then stops intake, stops the sensors and flushes the outbox.
+/// Runs until `shutdown` resolves, then stops intake, lets in-flight polls finish, stops the
+/// timers and flushes the outbox.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let packs = load_packs(&config.packs)?;
+    let packs = load_dir(&config.packs)?;
     tracing::info!(packs = packs.len(), dir = %config.packs.display(), "packs loaded");
     let app = Arc::new(App::start(&config.app, &packs).await?);
-    install_pack_rules(&app, &packs).await?;
+    app.install_pack_rules(&packs).await?;
     if let Some(path) = crate::auth::bootstrap_admin(app.store.as_ref(), &config.data_dir).await? {
         tracing::info!(path = %path.display(), "created the first admin token (mode 0600); use it as `Authorization: Bearer <token>`");
     }
 
     let engine = SensorEngine::new(config.engine.clone())?;
     let sensors: Vec<_> = packs.iter().flat_map(|p| p.sensors.iter().cloned()).collect();
-    let supervisor = Supervisor::new(app.clone(), engine, sensors, SupervisorOptions::default());
+    let supervisor = Supervisor::new(app.clone(), engine, sensors, config.supervisor);
     supervisor.reconcile();
     let follow = tokio::spawn({
         let (app, supervisor) = (app.clone(), supervisor.clone());
@@ -90,22 +88,30 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         }
     });
 
+    let reloader = PackReloader {
+        dir: config.packs.clone(),
+        app: app.clone(),
+        supervisor: supervisor.clone(),
+        running: tokio::sync::Mutex::new(()),
+    };
     let state = ApiState::new(app.clone())
         .with_packs(&packs)
         .with_webhook_secrets(WebhookSecrets::from_env())
-        .with_sensors(supervisor.clone());
+        .with_sensors(supervisor.clone())
+        .with_pack_control(Arc::new(reloader));
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
     tracing::info!(address = %config.listen, "API listening");
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
 
-    tracing::info!("shutting down: sensors stop, the outbox is flushed");
+    tracing::info!("shutting down: in-flight polls finish, then timers stop and the outbox is flushed");
     follow.abort();
-    supervisor.stop_all();
+    supervisor.stop_all(SENSOR_STOP_GRACE).await;
     drop(supervisor);
     match Arc::try_unwrap(app) {
         Ok(app) => {
-            app.shutdown().await;
+            let stats = app.shutdown().await;
+            tracing::info!(published = stats.published, "stopped");
         }
         Err(_) => tracing::warn!("the pipeline is still in use; the outbox relay was not flushed"),
     }

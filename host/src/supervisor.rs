@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::app::{App, PollError};
 use crate::pipeline::IngestError;
@@ -68,8 +71,39 @@ pub struct SensorStatus {
 
 struct Entry {
     spec: Arc<SensorSpec>,
+    /// What the spec was loaded from (manifest and code); a pack reload restarts the sensor
+    /// when it changes.
+    fingerprint: String,
     status: Arc<Mutex<SensorStatus>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<Running>,
+}
+
+/// A sensor's poll loop and the signal that ends it after its current poll.
+struct Running {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Asks the loop to end once its current poll is done; returns the task to await.
+    fn stop(self) -> JoinHandle<()> {
+        let _ = self.stop.send(true);
+        self.task
+    }
+}
+
+/// What a pack reload did to the sensors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SensorChanges {
+    pub added: Vec<String>,
+    /// Manifest or code changed: the running instance was replaced, its state kept.
+    pub replaced: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
 }
 
 /// Starts, stops and restarts sensors; see the module docs.
@@ -93,30 +127,63 @@ impl Supervisor {
         specs: Vec<SensorSpec>,
         options: SupervisorOptions,
     ) -> Arc<Self> {
-        let sensors = specs
-            .into_iter()
-            .map(|spec| {
-                let status = SensorStatus {
-                    sensor_ref: spec.sensor_ref.clone(),
-                    triggers: spec.triggers.clone(),
-                    state: SensorState::Idle,
-                    last_error: None,
-                    last_failure_reason: None,
-                    consecutive_failures: 0,
-                    polls: 0,
-                    failures: 0,
-                    events: 0,
-                    fuel_used: 0,
-                };
-                let entry = Entry { spec: Arc::new(spec), status: Arc::new(Mutex::new(status)), task: None };
-                (entry.spec.sensor_ref.clone(), entry)
-            })
-            .collect();
-        Arc::new(Self { app, engine, options, sensors: Mutex::new(sensors) })
+        let supervisor = Arc::new(Self { app, engine, options, sensors: Mutex::default() });
+        supervisor.replace_specs(specs);
+        supervisor
     }
 
     fn sensors(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.sensors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the sensors of freshly loaded packs: new ones are added, removed ones stopped, and
+    /// changed ones (manifest or code) stopped after their current poll and started again on the
+    /// new spec with their stored state. Call [`reconcile`](Self::reconcile) afterwards.
+    pub fn replace_specs(&self, specs: Vec<SensorSpec>) -> SensorChanges {
+        let mut changes = SensorChanges::default();
+        let mut sensors = self.sensors();
+        let mut old: HashMap<String, Entry> = std::mem::take(&mut *sensors);
+        for spec in specs {
+            let fingerprint = spec.fingerprint();
+            let sensor_ref = spec.sensor_ref.clone();
+            let entry = match old.remove(&sensor_ref) {
+                Some(entry) if entry.fingerprint == fingerprint => {
+                    changes.unchanged.push(sensor_ref.clone());
+                    entry
+                }
+                Some(mut entry) => {
+                    changes.replaced.push(sensor_ref.clone());
+                    self.engine.forget(&entry.spec.code);
+                    // The new loop waits for the old one's last poll (see `spawn`), so two
+                    // instances never share the sensor's state.
+                    let previous = entry.task.take().map(Running::stop);
+                    let status = fresh_status(&spec);
+                    let mut new =
+                        Entry { spec: Arc::new(spec), fingerprint, status: Arc::new(Mutex::new(status)), task: None };
+                    if previous.is_some() {
+                        new.task = Some(spawn(&self.app, &self.engine, self.options, &new, previous));
+                    }
+                    new
+                }
+                None => {
+                    changes.added.push(sensor_ref.clone());
+                    let status = fresh_status(&spec);
+                    Entry { spec: Arc::new(spec), fingerprint, status: Arc::new(Mutex::new(status)), task: None }
+                }
+            };
+            sensors.insert(sensor_ref, entry);
+        }
+        for (sensor_ref, mut entry) in old {
+            if let Some(running) = entry.task.take() {
+                running.stop();
+            }
+            self.app.metrics.set_quarantined(&sensor_ref, false);
+            changes.removed.push(sensor_ref);
+        }
+        for list in [&mut changes.added, &mut changes.replaced, &mut changes.removed, &mut changes.unchanged] {
+            list.sort();
+        }
+        changes
     }
 
     /// Starts the sensors some enabled rule needs and stops the others. Call after every rule
@@ -128,10 +195,11 @@ impl Supervisor {
             let running = entry.task.as_ref().is_some_and(|t| !t.is_finished());
             let quarantined = lock(&entry.status).state == SensorState::Quarantined;
             if wanted && !running && !quarantined {
-                entry.task = Some(self.spawn(entry));
+                let previous = entry.task.take().map(Running::stop);
+                entry.task = Some(spawn(&self.app, &self.engine, self.options, entry, previous));
             } else if !wanted && running {
-                if let Some(task) = entry.task.take() {
-                    task.abort();
+                if let Some(running) = entry.task.take() {
+                    running.stop();
                 }
                 lock(&entry.status).state = SensorState::Idle;
             }
@@ -144,14 +212,18 @@ impl Supervisor {
         {
             let mut sensors = self.sensors();
             let Some(entry) = sensors.get_mut(sensor_ref) else { return false };
-            if let Some(task) = entry.task.take() {
-                task.abort();
+            let previous = entry.task.take().map(Running::stop);
+            {
+                let mut status = lock(&entry.status);
+                status.state = SensorState::Idle;
+                status.consecutive_failures = 0;
             }
-            let mut status = lock(&entry.status);
-            status.state = SensorState::Idle;
-            status.consecutive_failures = 0;
+            self.app.metrics.set_quarantined(sensor_ref, false);
+            let wanted = entry.spec.triggers.iter().any(|t| self.app.pipeline.has_rules_for(t));
+            if wanted {
+                entry.task = Some(spawn(&self.app, &self.engine, self.options, entry, previous));
+            }
         }
-        self.reconcile();
         true
     }
 
@@ -161,50 +233,97 @@ impl Supervisor {
         all
     }
 
-    pub fn stop_all(&self) {
-        for entry in self.sensors().values_mut() {
-            if let Some(task) = entry.task.take() {
+    /// Stops every sensor after its current poll (each bounded by its own deadline) and waits
+    /// up to `grace` for them; what is still running then is aborted.
+    pub async fn stop_all(&self, grace: Duration) {
+        let tasks: Vec<JoinHandle<()>> =
+            self.sensors().values_mut().filter_map(|e| e.task.take()).map(Running::stop).collect();
+        let deadline = Instant::now() + grace;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!(?grace, "a sensor still polling at the end of the grace period was aborted");
                 task.abort();
             }
         }
     }
+}
 
-    fn spawn(&self, entry: &Entry) -> JoinHandle<()> {
-        let (app, engine, spec, status) =
-            (self.app.clone(), self.engine.clone(), entry.spec.clone(), entry.status.clone());
-        lock(&status).state = SensorState::Running;
-        let options = self.options;
-        tokio::spawn(async move { run_sensor(app, engine, spec, status, options).await })
+fn fresh_status(spec: &SensorSpec) -> SensorStatus {
+    SensorStatus {
+        sensor_ref: spec.sensor_ref.clone(),
+        triggers: spec.triggers.clone(),
+        state: SensorState::Idle,
+        last_error: None,
+        last_failure_reason: None,
+        consecutive_failures: 0,
+        polls: 0,
+        failures: 0,
+        events: 0,
+        fuel_used: 0,
     }
+}
+
+/// Starts the poll loop of `entry`, after `previous` (the loop it replaces) has ended.
+fn spawn(
+    app: &Arc<App>,
+    engine: &Arc<SensorEngine>,
+    options: SupervisorOptions,
+    entry: &Entry,
+    previous: Option<JoinHandle<()>>,
+) -> Running {
+    let (app, engine, spec, status) = (app.clone(), engine.clone(), entry.spec.clone(), entry.status.clone());
+    lock(&status).state = SensorState::Running;
+    let (stop, stopped) = watch::channel(false);
+    let span = tracing::info_span!("sensor", sensor = %spec.sensor_ref);
+    let task = tokio::spawn(
+        async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            run_sensor(app, engine, spec, status, options, stopped).await;
+        }
+        .instrument(span),
+    );
+    Running { task, stop }
 }
 
 fn lock(status: &Mutex<SensorStatus>) -> std::sync::MutexGuard<'_, SensorStatus> {
     status.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The poll loop of one sensor, until quarantined or aborted.
+/// The poll loop of one sensor, until quarantined or stopped. A stop waits for the poll in
+/// flight (bounded by the sensor's deadline), so what it emitted is stored.
 async fn run_sensor(
     app: Arc<App>,
     engine: Arc<SensorEngine>,
     spec: Arc<SensorSpec>,
     status: Arc<Mutex<SensorStatus>>,
     options: SupervisorOptions,
+    mut stop: watch::Receiver<bool>,
 ) {
     let sensor_ref = spec.sensor_ref.clone();
+    let metrics = app.metrics.clone();
     let mut sensor: Option<SensorInstance> = None;
     let mut backoff = options.backoff_initial;
-    loop {
+    let mut planned: Option<Instant> = None;
+    while !*stop.borrow() {
+        if let Some(planned) = planned {
+            metrics.poll_late(&sensor_ref, Instant::now().saturating_duration_since(planned));
+        }
+        let started = Instant::now();
         let outcome = match sensor.as_mut() {
             Some(sensor) => match app.poll_sensor(sensor).await {
                 Ok(ingested) => Ok((ingested.event_ids.len(), sensor.last_fuel_used())),
-                Err(e) => Err((e.to_string(), failure_reason(&e).to_string())),
+                Err(e) => Err((e.to_string(), failure_reason(&e), is_trap(&e))),
             },
             None => match start(&app, &engine, &spec).await {
                 Ok(started) => {
+                    tracing::info!("sensor started");
                     sensor = Some(started);
+                    planned = None;
                     continue;
                 }
-                Err(message) => Err((message, "start_failed".to_string())),
+                Err(message) => Err((message, "start_failed", false)),
             },
         };
         let delay = {
@@ -212,6 +331,7 @@ async fn run_sensor(
             status.polls += 1;
             match outcome {
                 Ok((events, fuel)) => {
+                    metrics.poll_succeeded(&sensor_ref, events, fuel, started.elapsed());
                     status.events += events as u64;
                     status.fuel_used += fuel;
                     status.consecutive_failures = 0;
@@ -219,16 +339,18 @@ async fn run_sensor(
                     backoff = options.backoff_initial;
                     jittered(spec.poll_interval)
                 }
-                Err((message, reason)) => {
+                Err((message, reason, trapped)) => {
+                    metrics.poll_failed(&sensor_ref, reason, trapped, started.elapsed());
                     status.failures += 1;
                     status.consecutive_failures += 1;
-                    tracing::warn!(sensor = %sensor_ref, reason = %reason, failures = status.consecutive_failures, "poll failed: {message}");
+                    tracing::warn!(reason, failures = status.consecutive_failures, "poll failed: {message}");
                     status.last_error = Some(message);
-                    status.last_failure_reason = Some(reason);
+                    status.last_failure_reason = Some(reason.to_string());
                     if status.consecutive_failures >= options.quarantine_after {
                         status.state = SensorState::Quarantined;
+                        metrics.set_quarantined(&sensor_ref, true);
                         let after = options.quarantine_after;
-                        tracing::error!(sensor = %sensor_ref, "sensor quarantined after {after} consecutive failures");
+                        tracing::error!("sensor quarantined after {after} consecutive failures");
                         return;
                     }
                     status.state = SensorState::BackingOff;
@@ -238,8 +360,18 @@ async fn run_sensor(
                 }
             }
         };
-        tokio::time::sleep(delay).await;
+        let next = Instant::now() + delay;
+        planned = Some(next);
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            _ = stop.changed() => {}
+        }
     }
+    tracing::info!("sensor stopped");
+}
+
+fn is_trap(error: &PollError) -> bool {
+    matches!(error, PollError::Sensor(failure) if failure.is_trap())
 }
 
 fn failure_reason(error: &PollError) -> &'static str {

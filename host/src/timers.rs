@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use attune_timers::{BoxError, Fire, FireSink, TimerState, TimerStore, from_micros, micros};
 
+use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Source};
 use crate::store::{Store, TimerStateRecord};
 
@@ -44,13 +45,18 @@ impl TimerStore for StoreTimers {
 
 /// Fires become events of their timer trigger, matched against their own rule only.
 #[derive(Debug)]
-pub struct PipelineFires(pub Arc<Pipeline>);
+pub struct PipelineFires {
+    pub pipeline: Arc<Pipeline>,
+    pub metrics: Arc<Metrics>,
+}
 
 #[async_trait]
 impl FireSink for PipelineFires {
     async fn fire(&self, fire: Fire) -> Result<(), BoxError> {
         let source = Source::Timer { rule_ref: fire.rule_ref.to_string(), scheduled_at: micros(fire.scheduled_at) };
-        self.0.ingest(&source, vec![(fire.trigger_ref.to_string(), fire.payload)], None).await?;
+        self.pipeline.ingest(&source, vec![(fire.trigger_ref.to_string(), fire.payload)], None).await?;
+        let lateness = attune_rules::chrono::Utc::now() - fire.scheduled_at;
+        self.metrics.timer_fired(lateness.to_std().unwrap_or_default());
         Ok(())
     }
 }

@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use attune_host::api::{self, ApiState, SensorControl, SensorInfo, WebhookSecrets};
+use attune_host::api::{self, ApiState, PackControl, SensorControl, SensorInfo, WebhookSecrets};
 use attune_host::app::{App, AppConfig};
 use attune_host::auth::{self, Scope};
-use attune_host::pack::Pack;
+use attune_host::pack::{Pack, PackError};
 use attune_host::store::{ListFilter, Store};
+use attune_host::supervisor::SensorChanges;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -60,6 +61,17 @@ impl SensorControl for FakeSensors {
     }
 }
 
+/// A test double of pack loading: a reload finds the same pack again.
+#[derive(Debug)]
+struct SamePack(Pack);
+
+#[async_trait::async_trait]
+impl PackControl for SamePack {
+    async fn reload(&self) -> Result<(Vec<Pack>, SensorChanges), PackError> {
+        Ok((vec![self.0.clone()], SensorChanges::default()))
+    }
+}
+
 /// An app with the test pack behind the API on a real port.
 struct Server {
     base: String,
@@ -83,7 +95,10 @@ impl Server {
         secrets.insert("apitest.push", WEBHOOK_SECRET);
         secrets.insert("core.webhook", WEBHOOK_SECRET);
         secrets.insert("core.intervaltimer", WEBHOOK_SECRET);
-        let mut state = ApiState::new(app.clone()).with_packs(&[pack]).with_webhook_secrets(secrets);
+        let mut state = ApiState::new(app.clone())
+            .with_packs(std::slice::from_ref(&pack))
+            .with_webhook_secrets(secrets)
+            .with_pack_control(Arc::new(SamePack(pack)));
         if let Some(sensors) = sensors {
             state = state.with_sensors(sensors);
         }
@@ -143,7 +158,8 @@ async fn decode(response: reqwest::Response) -> (u16, Value) {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        // `GET /metrics` is the one route answering text.
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     (status, body)
 }
@@ -326,6 +342,9 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, Scope)> {
         (Method::GET, "/api/v1/events/nope", None, Scope::Readonly),
         (Method::POST, "/api/v1/events", Some(status_event(1)), Scope::Sensor),
         (Method::GET, "/api/v1/enforcements", None, Scope::Readonly),
+        (Method::GET, "/api/v1/packs", None, Scope::Readonly),
+        (Method::POST, "/api/v1/packs/reload", None, Scope::Admin),
+        (Method::GET, "/metrics", None, Scope::Readonly),
         (Method::DELETE, "/api/v1/rules/apitest.page", None, Scope::Admin),
     ]
 }

@@ -1,9 +1,10 @@
-//! `attune-host sensor run` as a user runs it: payload lines on stdout, one named reason on
-//! stderr and a non-zero exit on failure.
+//! The command line as a user runs it: `sensor run` (payload lines on stdout, one named reason
+//! on stderr and a non-zero exit on failure), `rule test`, `pack validate` and the settings of
+//! `serve`.
 
 use std::path::Path;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{JsonServer, attune_host, built, fixture, repo, run};
 
@@ -188,4 +189,68 @@ fn rule_test_explains_and_exits_by_verdict() {
     assert_eq!(bad.status.code(), Some(2));
     let error = String::from_utf8_lossy(&bad.stderr);
     assert!(error.contains("rule.yaml") && error.contains("greter_than") && error.contains("operator"), "{error}");
+}
+
+#[test]
+fn serve_settings_come_from_flags_then_env_then_file_then_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("attune.yaml");
+    std::fs::write(
+        &file,
+        "listen: 127.0.0.1:9001\npacks: my-packs\nquarantine_after: 7\nbackoff_max_ms: 5000\namqp_url: amqp://guest:secret@mq:5672/%2f\n",
+    )
+    .unwrap();
+    let output = attune_host()
+        .args(["serve", "--print-config", "--config"])
+        .arg(&file)
+        .args(["--quarantine-after", "9"])
+        .env("ATTUNE_LISTEN", "127.0.0.1:9002")
+        .env("ATTUNE_QUARANTINE_AFTER", "8")
+        .env_remove("ATTUNE_DATABASE_URL")
+        .env_remove("ATTUNE_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: Value = serde_yaml::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["listen"], "127.0.0.1:9002", "env over file");
+    assert_eq!(printed["quarantine_after"], 9, "flag over env over file");
+    assert_eq!(printed["backoff_max_ms"], 5000, "file over default");
+    assert_eq!(printed["backoff_initial_ms"], 1000, "default");
+    assert_eq!(printed["packs"], dir.path().join("my-packs").display().to_string(), "relative to the file");
+    assert_eq!(printed["database_url"], "sqlite://data/attune.db");
+    assert_eq!(printed["amqp_url"], "amqp://guest:***@mq:5672/%2f", "password masked");
+
+    std::fs::write(&file, "listen: 127.0.0.1:9001\nlisten_adress: 127.0.0.1:9003\n").unwrap();
+    let result = run(attune_host().args(["serve", "--print-config", "--config"]).arg(&file));
+    assert_eq!(result.code, Some(2));
+    let error = result.errors()[0];
+    assert!(error.contains("attune.yaml") && error.contains("listen_adress") && error.contains("line 2"), "{error}");
+}
+
+#[test]
+fn pack_validate_checks_every_file() {
+    let output = attune_host().args(["pack", "validate"]).arg(repo().join("sensors")).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("examples_files 0.1.0: ok (1 triggers, 1 sensors, 2 rules)"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("p");
+    std::fs::create_dir_all(pack.join("triggers")).unwrap();
+    std::fs::create_dir_all(pack.join("rules")).unwrap();
+    std::fs::write(pack.join("pack.yaml"), "ref: p\nversion: 0.1.0\n").unwrap();
+    std::fs::write(pack.join("triggers/t.yaml"), "ref: t\npayload_schema: {type: 12}\n").unwrap();
+    let result = run(attune_host().args(["pack", "validate"]).arg(&pack));
+    assert_eq!(result.code, Some(2));
+    assert!(result.errors()[0].contains("t.yaml: payload_schema: "), "{}", result.stderr);
+
+    std::fs::write(pack.join("triggers/t.yaml"), "ref: t\n").unwrap();
+    std::fs::write(
+        pack.join("rules/r.yaml"),
+        "ref: p.r\ntrigger: core.crontimer\ntrigger_params: {expression: '61 * * * *'}\naction: {ref: core.echo}\n",
+    )
+    .unwrap();
+    let result = run(attune_host().args(["pack", "validate"]).arg(dir.path()));
+    assert_eq!(result.code, Some(2));
+    assert!(result.errors()[0].contains("r.yaml: trigger_params.expression: "), "{}", result.stderr);
 }

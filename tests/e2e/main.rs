@@ -12,6 +12,7 @@ mod limits;
 mod pipeline;
 mod policy;
 mod serve;
+mod service;
 mod sources;
 mod store;
 mod supervisor;

@@ -1,5 +1,6 @@
 //! `attune-host serve` as an operator runs it: the example packs, the first admin token, the
-//! demo timer rule producing enforcements visible over the API, and a clean exit on SIGTERM.
+//! demo timer rule producing enforcements visible over the API, JSON logs tagged with the sensor,
+//! and a clean exit on SIGTERM.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
@@ -14,12 +15,12 @@ async fn serve_runs_the_example_packs_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = tokio::process::Command::from(attune_host())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--packs"])
+        .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}"), "--packs"])
         .arg(repo().join("sensors"))
         .arg("--data-dir")
         .arg(data.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(data.path().join("serve.log")).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -56,6 +57,18 @@ async fn serve_runs_the_example_packs_and_stops_on_sigterm() {
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits within 10 s").unwrap();
     assert!(status.success(), "{status}");
+
+    // JSON logs: every line logged by a sensor's task carries the sensor's ref.
+    let log = std::fs::read_to_string(data.path().join("serve.log")).unwrap();
+    let lines: Vec<Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let about_watcher: Vec<&Value> =
+        lines.iter().filter(|l| l["span"]["sensor"] == "examples_files.dir_watcher").collect();
+    let messages: Vec<&str> = about_watcher.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
+    assert!(messages.contains(&"sensor started") && messages.contains(&"sensor stopped"), "{log}");
+    for line in lines.iter().filter(|l| l["span"]["name"] == "sensor") {
+        assert!(line["span"]["sensor"].as_str().is_some_and(|s| !s.is_empty()), "{line}");
+    }
 }
 
 async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> Value {

@@ -68,5 +68,40 @@ async fn failing_sensor_is_quarantined_and_restarts() {
     app.delete_rule("sup.on_webhook").await.unwrap();
     supervisor.reconcile();
     assert_eq!(status("sup.healthy").state, SensorState::Idle);
-    supervisor.stop_all();
+    supervisor.stop_all(std::time::Duration::from_secs(3)).await;
+}
+
+/// Stopping lets a poll in flight finish and stores what it emitted.
+#[tokio::test]
+async fn stop_waits_for_the_poll_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(
+        App::start(&AppConfig::new(format!("sqlite://{}", dir.path().join("a.db").display())), &[]).await.unwrap(),
+    );
+    let rule = json!({"ref": "sup.on_webhook", "trigger": "core.webhook", "action": {"ref": "core.echo"}});
+    app.put_rule(RuleSpec::from_json(rule).unwrap()).await.unwrap();
+    let mut slow = spec(&fixture("js/slow_poll.js"), json!({}));
+    slow.sensor_ref = "sup.slow".into();
+    slow.triggers = vec!["core.webhook".into()];
+    slow.poll_interval = Duration::from_millis(10);
+    slow.limits.fuel = u64::MAX / 2;
+    slow.limits.timeout_ms = 2_000;
+    let supervisor = Supervisor::new(app.clone(), engine(), vec![slow], SupervisorOptions::default());
+    supervisor.reconcile();
+
+    let all = attune_host::store::ListFilter { limit: 100, ..Default::default() };
+    let stored = || async { app.store.events(&all).await.unwrap().len() };
+    // The supervisor records a poll's lateness just before the poll: once it has for one poll,
+    // the second poll (about 400 ms long) is under way.
+    let lateness = r#"attune_sensor_poll_lateness_seconds_count{sensor="sup.slow"} "#;
+    let started = Instant::now();
+    while !app.metrics.render().lines().any(|l| l.strip_prefix(lateness).is_some_and(|n| n != "0")) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no second poll: {:?}", supervisor.statuses());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(stored().await, 1);
+    supervisor.stop_all(Duration::from_secs(3)).await;
+    assert_eq!(stored().await, 2, "the poll in flight was not stored: {:?}", supervisor.statuses());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored().await, 2, "the sensor kept polling after the stop");
 }

@@ -21,6 +21,9 @@
 //! GET    /api/v1/events/{id}              200; 404                                     read
 //! POST   /api/v1/events                   201; 403 trigger not in token, 422           ingest
 //! GET    /api/v1/enforcements             200, paged                                   read
+//! GET    /api/v1/packs                    200                                          read
+//! POST   /api/v1/packs/reload             200; 422 naming file and field, 503          admin
+//! GET    /metrics                         200, Prometheus text format                  read
 //! ```
 //!
 //! "read" is an `admin` or `readonly` token, "admin" an `admin` token, "ingest" an `admin` or
@@ -34,11 +37,12 @@
 mod error;
 mod events;
 mod ops;
+mod packs;
 mod rules;
 mod webhooks;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::{Method, header};
@@ -53,26 +57,27 @@ use utoipa::OpenApi;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use events::{EnforcementOut, EnforcementPage, EventBatch, EventIn, EventOut, EventPage, IngestedOut};
 pub use ops::{Check, Readiness};
+pub use packs::{PackInfo, PackList, ReloadOut};
 pub use rules::{ActionDoc, DryRunOut, RuleDoc, RuleList, RuleTestIn};
 pub use webhooks::{SIGNATURE_HEADER, WEBHOOK_MAX_BODY_BYTES, WebhookSecrets, sign};
 
 use crate::app::App;
 use crate::auth::{self, Access};
-use crate::pack::{CORE_TRIGGERS, Pack};
+use crate::pack::{CORE_TRIGGERS, Pack, PackError};
+use crate::supervisor::SensorChanges;
 
 /// Everything the handlers need. Cheap to clone (all shared).
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub app: Arc<App>,
-    /// What `GET /triggers` lists and the triggers rules saved through the API may name (see
-    /// [`TriggerInfo::catalog`]; [`ApiState::with_packs`] sets it).
-    pub triggers: Arc<Vec<TriggerInfo>>,
-    /// Pack configs by pack ref, for `{{ pack.config.* }}` in `POST /rules/test`.
-    pub pack_configs: Arc<HashMap<String, Value>>,
+    /// What the loaded packs define; replaced by a pack reload.
+    catalog: Arc<RwLock<Arc<Catalog>>>,
     /// Per-trigger webhook secrets; a trigger without one has no webhook.
     pub webhook_secrets: Arc<WebhookSecrets>,
     /// The sensor supervisor; `None` makes the sensor routes answer 503.
     pub sensors: Option<Arc<dyn SensorControl>>,
+    /// Reloads the packs directory; `None` makes `POST /packs/reload` answer 503.
+    pub packs: Option<Arc<dyn PackControl>>,
     /// Serialises rule writes made through the API, so `POST /rules` (create only if absent)
     /// and `PUT` (replace only if present) cannot race each other.
     rule_writes: Arc<tokio::sync::Mutex<()>>,
@@ -83,19 +88,31 @@ impl ApiState {
     pub fn new(app: Arc<App>) -> Self {
         ApiState {
             app,
-            triggers: Arc::new(TriggerInfo::catalog(&[])),
-            pack_configs: Arc::default(),
+            catalog: Arc::new(RwLock::new(Arc::new(Catalog::of(&[])))),
             webhook_secrets: Arc::default(),
             sensors: None,
+            packs: None,
             rule_writes: Arc::default(),
         }
     }
 
     /// The triggers and pack configs of `packs` (plus the core triggers).
-    pub fn with_packs(mut self, packs: &[Pack]) -> Self {
-        self.triggers = Arc::new(TriggerInfo::catalog(packs));
-        self.pack_configs =
-            Arc::new(packs.iter().map(|p| (p.manifest.pack_ref.clone(), p.manifest.config.clone())).collect());
+    pub fn with_packs(self, packs: &[Pack]) -> Self {
+        self.set_packs(packs);
+        self
+    }
+
+    /// Replaces the catalog, for every clone of this state (after a pack reload).
+    pub fn set_packs(&self, packs: &[Pack]) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Catalog::of(packs));
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn with_pack_control(mut self, packs: Arc<dyn PackControl>) -> Self {
+        self.packs = Some(packs);
         self
     }
 
@@ -118,6 +135,35 @@ pub trait SensorControl: Send + Sync + std::fmt::Debug {
     /// Restarts a sensor on a fresh instance, clearing a quarantine. Called on each
     /// `POST /sensors/{ref}/restart`; returns false when there is no such sensor.
     async fn restart(&self, sensor_ref: &str) -> bool;
+}
+
+/// Pack loading as the API sees it.
+#[async_trait::async_trait]
+pub trait PackControl: Send + Sync + std::fmt::Debug {
+    /// Loads the packs directory again and applies it: new triggers and configs, new pack
+    /// rules, sensors added, replaced (keeping their state) or removed. On an error nothing
+    /// changes. Returns the packs now loaded.
+    async fn reload(&self) -> Result<(Vec<Pack>, SensorChanges), PackError>;
+}
+
+/// What the loaded packs define, as the API shows and checks it.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// What `GET /triggers` lists, and the triggers a rule saved through the API may name.
+    pub triggers: Vec<TriggerInfo>,
+    pub packs: Vec<PackInfo>,
+    /// Pack configs by pack ref, for `{{ pack.config.* }}` in `POST /rules/test`.
+    pub pack_configs: HashMap<String, Value>,
+}
+
+impl Catalog {
+    pub fn of(packs: &[Pack]) -> Self {
+        Catalog {
+            triggers: TriggerInfo::catalog(packs),
+            packs: packs.iter().map(PackInfo::of).collect(),
+            pack_configs: packs.iter().map(|p| (p.manifest.pack_ref.clone(), p.manifest.config.clone())).collect(),
+        }
+    }
 }
 
 /// One sensor in `GET /sensors`: the supervisor's view of it.
@@ -186,6 +232,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events", get(events::list).post(events::ingest))
         .route("/api/v1/events/{id}", get(events::get_one))
         .route("/api/v1/enforcements", get(events::enforcements))
+        .route("/api/v1/packs", get(packs::list))
+        .route("/api/v1/packs/reload", post(packs::reload))
+        .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let public = Router::new()
         .route("/health", get(ops::health))
@@ -236,6 +285,7 @@ async fn require_token(State(state): State<ApiState>, mut request: Request, next
         rules::list, rules::create, rules::get_one, rules::replace, rules::delete, rules::enable,
         rules::disable, rules::test,
         events::list, events::get_one, events::ingest, events::enforcements,
+        packs::list, packs::reload, ops::metrics,
         webhooks::webhook,
     ),
     components(schemas(ErrorBody, ErrorDetail, auth::Scope)),
@@ -245,6 +295,7 @@ async fn require_token(State(state): State<ApiState>, mut request: Request, next
         (name = "events", description = "Events and enforcements; ingest for external sensors"),
         (name = "webhooks", description = "HMAC-signed webhooks"),
         (name = "sensors", description = "Sensor status and restarts"),
+        (name = "packs", description = "Loaded packs and reloading them"),
         (name = "ops", description = "Health, readiness, the trigger catalog and this document"),
     )
 )]

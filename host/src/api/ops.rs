@@ -69,6 +69,19 @@ pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Readiness
     (status, Json(Readiness { status: if ok { "ready" } else { "not_ready" }.into(), store, bus }))
 }
 
+/// Prometheus metrics of this host (text exposition format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, body = ErrorBody)))]
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    // The backlog is read from the store, so it counts rows every host wrote.
+    match state.app.store.outbox_backlog().await {
+        Ok(rows) => state.app.metrics.set_outbox_backlog(rows),
+        Err(e) => tracing::warn!("metrics: cannot count the outbox backlog: {e}"),
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.app.metrics.render()).into_response()
+}
+
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops", security(("bearer" = [])),
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
@@ -82,7 +95,7 @@ pub async fn openapi() -> Response {
 #[utoipa::path(get, path = "/api/v1/triggers", tag = "ops", security(("bearer" = [])),
     responses((status = 200, body = TriggerList), (status = 401, body = ErrorBody)))]
 pub async fn triggers(State(state): State<ApiState>) -> Json<TriggerList> {
-    Json(TriggerList { triggers: state.triggers.as_ref().clone() })
+    Json(TriggerList { triggers: state.catalog().triggers.clone() })
 }
 
 fn supervisor(state: &ApiState) -> Result<&dyn SensorControl, ApiError> {

@@ -108,7 +108,7 @@ fn compile_rule(state: &ApiState, value: Value, prefix: &str) -> Result<Compiled
         let field = join_field(prefix, &e.field);
         ApiError::from(e).with_field(field)
     })?;
-    if !state.triggers.iter().any(|t| t.trigger_ref == rule.trigger()) {
+    if !state.catalog().triggers.iter().any(|t| t.trigger_ref == rule.trigger()) {
         return Err(ApiError::unprocessable("unknown_trigger", format!("unknown trigger `{}`", rule.trigger()))
             .with_field(join_field(prefix, "trigger")));
     }
@@ -230,7 +230,8 @@ pub async fn test(State(state): State<ApiState>, ApiJson(body): ApiJson) -> Resu
     let RuleTestIn { rule, payload } = from_value(body, "")?;
     let rule = compile_rule(&state, rule, "rule")?;
     let no_config = json!({});
-    let pack_config = state.pack_configs.get(rule.pack()).unwrap_or(&no_config);
+    let catalog = state.catalog();
+    let pack_config = catalog.pack_configs.get(rule.pack()).unwrap_or(&no_config);
     let ctx = ActionContext::new(pack_config);
     // The same documents as `attune-host rule test` builds.
     let trigger = json!({"ref": rule.trigger(), "params": rule.trigger_params()});

@@ -33,6 +33,16 @@ impl Source {
         }
     }
 
+    /// The kind of source, a bounded metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Sensor { .. } => "sensor",
+            Source::Timer { .. } => "timer",
+            Source::Webhook => "webhook",
+            Source::Api { .. } => "api",
+        }
+    }
+
     /// The `source` column of an event.
     pub fn label(&self) -> String {
         match self {

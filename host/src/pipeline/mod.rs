@@ -16,6 +16,9 @@ use tokio::sync::Notify;
 
 pub use generator::{BadSchema, EventGenerator, Rejected, Source, TriggerCatalog, derived_id};
 
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::pack::Pack;
 use crate::sandbox::StateDelta;
 use crate::store::{Commit, EnforcementRecord, EventRecord, GroupCommitter, Message, StoreError};
 use attune_bus::routing::{ENFORCEMENT_CREATED, EVENT_CREATED};
@@ -45,26 +48,35 @@ pub struct Pipeline {
     committer: GroupCommitter,
     /// The relay's wake-up: notified after every commit that wrote outbox rows.
     outbox_written: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
-    pub fn new(generator: EventGenerator, committer: GroupCommitter, outbox_written: Arc<Notify>) -> Self {
-        Self {
-            generator: RwLock::new(Arc::new(generator)),
+    /// A pipeline for the core triggers and those of `packs`, with no rules yet.
+    pub fn new(
+        packs: &[Pack],
+        committer: GroupCommitter,
+        outbox_written: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BadSchema> {
+        let (generator, pack_configs) = from_packs(packs)?;
+        Ok(Self {
+            generator: RwLock::new(generator),
             rules: RwLock::default(),
-            pack_configs: RwLock::default(),
+            pack_configs: RwLock::new(pack_configs),
             committer,
             outbox_written,
-        }
+            metrics,
+        })
     }
 
-    /// Swaps in a new generator (after packs were reloaded).
-    pub fn set_generator(&self, generator: EventGenerator) {
-        *self.generator.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(generator);
-    }
-
-    pub fn set_pack_config(&self, pack_ref: &str, config: Value) {
-        self.pack_configs.write().unwrap_or_else(|e| e.into_inner()).insert(pack_ref.to_string(), config);
+    /// Takes the triggers (with their payload schemas) and configs of `packs`, replacing those
+    /// of earlier packs: at start and after a reload. On error nothing changes.
+    pub fn set_packs(&self, packs: &[Pack]) -> Result<(), BadSchema> {
+        let (generator, pack_configs) = from_packs(packs)?;
+        *self.generator.write().unwrap_or_else(|e| e.into_inner()) = generator;
+        *self.pack_configs.write().unwrap_or_else(|e| e.into_inner()) = pack_configs;
+        Ok(())
     }
 
     /// Adds or replaces a rule; it applies to the next payload.
@@ -103,7 +115,7 @@ impl Pipeline {
         state: Option<(String, StateDelta)>,
     ) -> Result<Ingested, IngestError> {
         let generator = self.generator.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let events = generator.generate(source, payloads)?;
+        let events = generator.generate(source, payloads).inspect_err(|_| self.metrics.rejected(source.kind()))?;
         let mut commit = Commit::default();
         if let Some((sensor_ref, delta)) = state {
             commit.sensor_ref = Some(sensor_ref);
@@ -120,12 +132,14 @@ impl Pipeline {
             event_ids: events.iter().map(|e| e.id.clone()).collect(),
             enforcements: commit.enforcements.len(),
         };
+        let failed = commit.enforcements.iter().filter(|e| e.status == "failed").count();
         commit.events = events;
         let has_messages = !commit.outbox.is_empty();
         self.committer.commit(commit).await.map_err(IngestError::Store)?;
         if has_messages {
             self.outbox_written.notify_one();
         }
+        self.metrics.ingested(source.kind(), ingested.event_ids.len(), ingested.enforcements - failed, failed);
         Ok(ingested)
     }
 
@@ -154,6 +168,14 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The event generator for the triggers of `packs`, and their configs by pack ref.
+fn from_packs(packs: &[Pack]) -> Result<(Arc<EventGenerator>, HashMap<String, Value>), BadSchema> {
+    let catalog = Arc::new(TriggerCatalog::new(packs)?);
+    let generator = Arc::new(EventGenerator::new(catalog, Limits::default().max_payload_bytes));
+    let configs = packs.iter().map(|p| (p.manifest.pack_ref.clone(), p.manifest.config.clone())).collect();
+    Ok((generator, configs))
 }
 
 /// One enforcement of `rule` for `event`. Its id is derived from both (a UUIDv7 at the event's

@@ -165,6 +165,14 @@ impl SensorEngine {
         }
     }
 
+    /// Drops the prepared component of a sensor's own `.wasm` (its file changed), so the next
+    /// start loads the new one. Shared language runtimes stay: sources are read at each start.
+    pub fn forget(&self, code: &SensorCode) {
+        if let SensorCode::Component(path) = code {
+            self.prepared.lock().unwrap_or_else(|e| e.into_inner()).remove(path);
+        }
+    }
+
     /// Loads the component behind `code` ahead of the first sensor that needs it.
     pub async fn preload(self: &Arc<Self>, code: &SensorCode) -> Result<(), LoadError> {
         self.prepare(code).await.map(drop)
