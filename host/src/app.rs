@@ -53,6 +53,25 @@ pub enum AppError {
     StoredRule { rule_ref: String, message: String },
 }
 
+/// Compiles a stored rule and makes it active: in the matcher index, and for an enabled timer
+/// rule as a running timer (whose stored state decides what was missed meanwhile, by its
+/// misfire policy); a disabled timer rule's timer is stopped.
+async fn activate_stored(pipeline: &Pipeline, timers: &SchedulerHandle, stored: StoredRule) -> Result<(), AppError> {
+    let spec = RuleSpec::from_json(stored.spec)
+        .map_err(|e| AppError::StoredRule { rule_ref: stored.rule_ref.clone(), message: e.to_string() })?;
+    let rule = Arc::new(attune_rules::compile(spec)?);
+    if is_timer_trigger(rule.trigger()) {
+        if rule.enabled() {
+            let params = serde_json::Value::Object(rule.trigger_params().clone());
+            timers.upsert(rule.rule_ref(), TimerSpec::parse(rule.trigger(), &params)?).await?;
+        } else {
+            timers.remove(rule.rule_ref()).await?;
+        }
+    }
+    pipeline.upsert_rule(rule);
+    Ok(())
+}
+
 /// What one sensor poll fed into the pipeline, or why it did not.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -104,15 +123,7 @@ impl App {
             SchedulerConfig::default(),
         );
         for stored in store.rules().await? {
-            let spec = RuleSpec::from_json(stored.spec.clone())
-                .map_err(|e| AppError::StoredRule { rule_ref: stored.rule_ref.clone(), message: e.to_string() })?;
-            let rule = Arc::new(attune_rules::compile(spec)?);
-            if is_timer_trigger(rule.trigger()) && rule.enabled() {
-                // Stored state decides what was missed while the host was down (misfire policy).
-                let params = serde_json::Value::Object(rule.trigger_params().clone());
-                timers.upsert(rule.rule_ref(), TimerSpec::parse(rule.trigger(), &params)?).await?;
-            }
-            pipeline.upsert_rule(rule);
+            activate_stored(&pipeline, &timers, stored).await?;
         }
         let (stop_relay, stopped) = oneshot::channel::<()>();
         let relay = tokio::spawn(async move {
@@ -162,6 +173,35 @@ impl App {
         }
         self.rules_changed.notify_one();
         Ok(rule)
+    }
+
+    /// Brings the active rules (matcher index and timers) in line with the store, which other
+    /// hosts sharing it may have changed, and tells the sensor supervisor when something
+    /// changed. Returns the number of rules added, changed or removed.
+    pub async fn sync_rules(&self) -> Result<usize, AppError> {
+        let stored = self.store.rules().await?;
+        let mut changed = 0;
+        let stored_refs: std::collections::HashSet<String> = stored.iter().map(|r| r.rule_ref.clone()).collect();
+        for row in stored {
+            let current = self.pipeline.rule(&row.rule_ref);
+            if current.is_some_and(|rule| serde_json::to_value(rule.spec()).ok().as_ref() == Some(&row.spec)) {
+                continue;
+            }
+            activate_stored(&self.pipeline, &self.timers, row).await?;
+            changed += 1;
+        }
+        for rule_ref in self.pipeline.rule_refs() {
+            if !stored_refs.contains(&rule_ref) {
+                self.pipeline.remove_rule(&rule_ref);
+                // The host that deleted the rule deletes its timer state.
+                self.timers.remove(&rule_ref).await?;
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            self.rules_changed.notify_one();
+        }
+        Ok(changed)
     }
 
     /// Installs the pack rules (`rules/*.yaml`) that are not stored yet; rules changed through

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pack;
 pub mod pipeline;
+pub mod rule_sync;
 pub mod sandbox;
 pub mod sensor;
 pub mod serve;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attune_bus::{BoxFuture, Bus, BusError, Message};
+use attune_bus::{BoxFuture, Bus, BusError, Delivery, Message};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -214,5 +214,9 @@ impl Bus for MeasuredBus {
 
     fn ready(&self) -> BoxFuture<'_, Result<(), BusError>> {
         self.inner.ready()
+    }
+
+    fn listen(&self, pattern: &str) -> tokio::sync::mpsc::Receiver<Delivery> {
+        self.inner.listen(pattern)
     }
 }

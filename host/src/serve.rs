@@ -78,6 +78,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let sensors: Vec<_> = packs.iter().flat_map(|p| p.sensors.iter().cloned()).collect();
     let supervisor = Supervisor::new(app.clone(), engine, sensors, config.supervisor);
     supervisor.reconcile();
+    let rule_sync = crate::rule_sync::follow(app.clone());
     let follow = tokio::spawn({
         let (app, supervisor) = (app.clone(), supervisor.clone());
         async move {
@@ -105,7 +106,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
 
     tracing::info!("shutting down: in-flight polls finish, then timers stop and the outbox is flushed");
-    follow.abort();
+    // Both hold the app: wait until they are gone so the pipeline can be shut down.
+    for task in [follow, rule_sync] {
+        task.abort();
+        let _ = task.await;
+    }
     supervisor.stop_all(SENSOR_STOP_GRACE).await;
     drop(supervisor);
     match Arc::try_unwrap(app) {

@@ -8,6 +8,7 @@
 mod api;
 mod cli;
 mod contract;
+mod hosts;
 mod limits;
 mod pipeline;
 mod policy;

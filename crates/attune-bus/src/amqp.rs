@@ -17,15 +17,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::{BoxFuture, Bus, BusError, CONTENT_TYPE_JSON, DEFAULT_EXCHANGE, Message};
+use crate::{BoxFuture, Bus, BusError, CONTENT_TYPE_JSON, DEFAULT_EXCHANGE, Delivery, Message};
 
 /// AMQP delivery mode 2: the broker writes the message to disk (with a durable queue).
 const PERSISTENT: u8 = 2;
@@ -318,5 +322,119 @@ impl Bus for AmqpBus {
             self.link(Instant::now() + self.options.connect_timeout, true).await?;
             Ok(())
         })
+    }
+
+    /// On its own connection: an exclusive, auto-deleted queue bound to the exchange with
+    /// `pattern`, re-created after every reconnect (with the publishers' backoff settings).
+    fn listen(&self, pattern: &str) -> mpsc::Receiver<Delivery> {
+        let (sender, receiver) = mpsc::channel(LISTEN_CAPACITY);
+        let listener = Listener { uri: self.uri.clone(), options: self.options.clone(), pattern: pattern.to_owned() };
+        tokio::spawn(async move {
+            let mut backoff = listener.options.backoff_initial;
+            loop {
+                let error = listener.consume(&sender, &mut backoff).await;
+                if sender.is_closed() {
+                    return;
+                }
+                tracing::warn!(pattern = %listener.pattern, retry_in = ?backoff, "AMQP listener interrupted: {error}");
+                tokio::select! {
+                    () = sender.closed() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(listener.options.backoff_max);
+            }
+        });
+        receiver
+    }
+}
+
+/// Queue size of a [`Bus::listen`] receiver; a full queue holds back the consumer (and the
+/// broker then holds the messages).
+const LISTEN_CAPACITY: usize = 1024;
+
+struct Listener {
+    uri: AMQPUri,
+    options: AmqpOptions,
+    pattern: String,
+}
+
+impl Listener {
+    /// Connects, binds a fresh queue, says `Connected` and forwards deliveries until the
+    /// connection fails (the error is returned) or the receiver is dropped.
+    async fn consume(&self, sender: &mpsc::Sender<Delivery>, backoff: &mut Duration) -> String {
+        // The connection lives as long as its consumer.
+        let (_connection, mut consumer) =
+            match tokio::time::timeout(self.options.connect_timeout, self.subscribe()).await {
+                Ok(Ok(subscribed)) => subscribed,
+                Ok(Err(error)) => return error,
+                Err(_) => return format!("no connection within {:?}", self.options.connect_timeout),
+            };
+        *backoff = self.options.backoff_initial;
+        if sender.send(Delivery::Connected).await.is_err() {
+            return "receiver dropped".into();
+        }
+        loop {
+            let next = tokio::select! {
+                () = sender.closed() => return "receiver dropped".into(),
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return error.to_string(),
+                None => return "the broker cancelled the consumer".into(),
+            };
+            let body = serde_json::from_slice(&delivery.data)
+                .unwrap_or_else(|e| serde_json::Value::String(format!("not JSON: {e}")));
+            let id = delivery.properties.message_id().as_ref().map(ToString::to_string).unwrap_or_default();
+            let message = Message::new(delivery.routing_key.to_string(), id, body);
+            if sender.send(Delivery::Message(message)).await.is_err() {
+                return "receiver dropped".into();
+            }
+        }
+    }
+
+    async fn subscribe(&self) -> Result<(Connection, lapin::Consumer), String> {
+        let properties =
+            ConnectionProperties::default().with_connection_name(self.options.connection_name.clone().into());
+        let connection =
+            Connection::connect_uri(self.uri.clone(), properties).await.map_err(|e| format!("connect: {e}"))?;
+        let channel = connection.create_channel().await.map_err(|e| format!("open channel: {e}"))?;
+        channel
+            .exchange_declare(
+                self.options.exchange.clone().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("declare exchange {:?}: {e}", self.options.exchange))?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("declare queue: {e}"))?;
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                self.options.exchange.clone().into(),
+                self.pattern.clone().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("bind {:?}: {e}", self.pattern))?;
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("consume: {e}"))?;
+        Ok((connection, consumer))
     }
 }

@@ -5,6 +5,9 @@
 //! | [`InProcessBus`] | embedded default (`attune-host serve` without `--amqp-url`) | bounded queue per subscriber, topic-pattern subscriptions |
 //! | [`AmqpBus`] | RabbitMQ via lapin | durable topic exchange (default [`DEFAULT_EXCHANGE`]), persistent JSON messages, publisher confirms, reconnect with backoff |
 //!
+//! Both can also [`listen`](Bus::listen) to a topic pattern (the host uses it for `rule.*`
+//! changes made by other hosts).
+//!
 //! The pipeline never publishes directly: an enforcement is stored together with its outbox row,
 //! and the [`Relay`] moves outbox rows to the bus, marking a row published only after the bus
 //! confirmed it. Delivery is therefore *at least once*; consumers deduplicate on
@@ -97,6 +100,15 @@ impl Message {
 /// A boxed, `Send` future, so that [`Bus`] stays dyn-compatible (`Arc<dyn Bus>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a [`Bus::listen`] receiver yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The subscription is (again) in place; anything published before may have been missed.
+    Connected,
+    /// A message matching the pattern.
+    Message(Message),
+}
+
 /// Why a message was not confirmed by the bus. Every variant means "not known to be delivered":
 /// the caller (the [`Relay`]) keeps the message and tries again later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +164,14 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// Call semantics: cheap when healthy (no I/O for an open connection); when disconnected it
     /// makes at most one connection attempt, bounded by the backend's connect timeout.
     fn ready(&self) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Listens for messages whose routing key matches the topic `pattern`, published from now
+    /// on by any publisher on the same bus (with RabbitMQ: any host on the same exchange).
+    ///
+    /// The receiver first yields [`Delivery::Connected`], and again after every reconnect:
+    /// messages published while disconnected are not delivered, so a listener resynchronises
+    /// from its source of truth on `Connected`. Dropping the receiver ends the subscription.
+    fn listen(&self, pattern: &str) -> tokio::sync::mpsc::Receiver<Delivery>;
 
     /// Publishes one message; shorthand for a one-element [`Bus::publish_batch`].
     fn publish<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), BusError>> {

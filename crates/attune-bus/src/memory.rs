@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::time::Instant;
 
-use crate::{BoxFuture, Bus, BusError, Message};
+use crate::{BoxFuture, Bus, BusError, Delivery, Message};
 
 /// How long [`InProcessBus::publish_batch`](Bus::publish_batch) waits, per batch, for room in a
 /// full subscriber queue before failing the remaining messages with [`BusError::Full`].
@@ -124,6 +124,22 @@ impl Bus for InProcessBus {
 
     fn ready(&self) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn listen(&self, pattern: &str) -> mpsc::Receiver<Delivery> {
+        let mut messages = self.subscribe(pattern);
+        let (sender, receiver) = mpsc::channel(self.inner.capacity);
+        tokio::spawn(async move {
+            if sender.send(Delivery::Connected).await.is_err() {
+                return;
+            }
+            while let Some(message) = messages.recv().await {
+                if sender.send(Delivery::Message(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        receiver
     }
 }
 

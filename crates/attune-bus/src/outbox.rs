@@ -405,6 +405,10 @@ mod tests {
         fn ready(&self) -> BoxFuture<'_, Result<(), BusError>> {
             Box::pin(async { Ok(()) })
         }
+
+        fn listen(&self, _pattern: &str) -> tokio::sync::mpsc::Receiver<crate::Delivery> {
+            tokio::sync::mpsc::channel(1).1
+        }
     }
 
     #[tokio::test]

@@ -101,6 +101,11 @@ impl Pipeline {
         !self.rules.read().unwrap_or_else(|e| e.into_inner()).rules_for(trigger).is_empty()
     }
 
+    /// Refs of every rule, enabled or not.
+    pub fn rule_refs(&self) -> Vec<String> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).iter().map(|r| r.rule_ref().to_string()).collect()
+    }
+
     pub fn remove_rule(&self, rule_ref: &str) -> bool {
         self.rules.write().unwrap_or_else(|e| e.into_inner()).remove(rule_ref).is_some()
     }

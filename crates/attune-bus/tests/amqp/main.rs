@@ -11,5 +11,6 @@
 
 use attune_testkit as common;
 mod fault;
+mod listen;
 mod publish;
 mod throughput;
