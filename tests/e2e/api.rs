@@ -686,3 +686,43 @@ async fn first_admin_token_is_written_once_with_mode_0600() {
     assert_eq!(auth::bootstrap_admin(store.as_ref(), &data).await.unwrap(), None, "only on an empty store");
     assert_eq!(auth::list(store.as_ref()).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn rules_list_pages_and_filters() {
+    let server = Server::start_sqlite().await;
+    for (name, trigger, enabled) in [
+        ("a", "apitest.status", true),
+        ("b", "apitest.other", true),
+        ("c", "apitest.status", false),
+        ("d", "apitest.other", true),
+        ("e", "apitest.status", true),
+    ] {
+        let rule = json!({"ref": format!("apitest.{name}"), "trigger": trigger, "enabled": enabled,
+                          "action": {"ref": "core.echo"}});
+        assert_eq!(server.as_admin(Method::POST, "/api/v1/rules", Some(&rule)).await.0, 201);
+    }
+    let refs = |page: &Value| -> Vec<String> {
+        page["rules"].as_array().unwrap().iter().map(|r| r["ref"].as_str().unwrap().to_string()).collect()
+    };
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/rules?limit=2".to_string();
+    loop {
+        let page = server.get(&path).await;
+        seen.extend(refs(&page));
+        match page["next"].as_str() {
+            Some(next) => path = format!("/api/v1/rules?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["apitest.a", "apitest.b", "apitest.c", "apitest.d", "apitest.e"]);
+    assert_eq!(refs(&server.get("/api/v1/rules?trigger=apitest.other").await), ["apitest.b", "apitest.d"]);
+    assert_eq!(refs(&server.get("/api/v1/rules?enabled=false").await), ["apitest.c"]);
+    assert_eq!(
+        refs(&server.get("/api/v1/rules?pack=apitest&trigger=apitest.status&enabled=true").await),
+        ["apitest.a", "apitest.e"]
+    );
+    assert!(refs(&server.get("/api/v1/rules?pack=other").await).is_empty());
+    assert_error(&server.as_admin(Method::GET, "/api/v1/rules?limit=0", None).await, 400, "bad_query", Some("limit"));
+    let unknown = server.as_admin(Method::GET, "/api/v1/rules?triger=x", None).await;
+    assert_eq!(unknown.0, 400, "{}", unknown.1);
+}

@@ -199,6 +199,15 @@ fn parse_time(value: Option<&str>, field: &str) -> Result<Option<i64>, ApiError>
         .transpose()
 }
 
+/// A page size: the default when absent, else 1 to [`MAX_LIMIT`].
+pub(super) fn checked_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request("bad_query", format!("limit must be 1 to {MAX_LIMIT}")).with_field("limit"));
+    }
+    Ok(limit)
+}
+
 fn page_filter(
     trigger: Option<String>,
     rule: Option<String>,
@@ -207,10 +216,7 @@ fn page_filter(
     limit: Option<u32>,
     before: Option<String>,
 ) -> Result<ListFilter, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request("bad_query", format!("limit must be 1 to {MAX_LIMIT}")).with_field("limit"));
-    }
+    let limit = checked_limit(limit)?;
     Ok(ListFilter {
         trigger_ref: trigger,
         rule_ref: rule,

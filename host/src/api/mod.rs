@@ -6,7 +6,7 @@
 //! GET    /ready                           200, or 503 naming the store or bus check    no auth
 //! POST   /api/v1/webhooks/{trigger_ref}   201; 401 bad signature, 404 no secret        HMAC
 //! GET    /api/v1/openapi.json             200                                          read
-//! GET    /api/v1/rules                    200                                          read
+//! GET    /api/v1/rules                    200, paged                                   read
 //! POST   /api/v1/rules                    201; 409 exists, 422 bad rule                admin
 //! GET    /api/v1/rules/{ref}              200; 404                                     read
 //! PUT    /api/v1/rules/{ref}              200; 404, 422                                admin
@@ -58,7 +58,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use events::{EnforcementOut, EnforcementPage, EventBatch, EventIn, EventOut, EventPage, IngestedOut};
 pub use ops::{Check, Readiness};
 pub use packs::{PackInfo, PackList, ReloadOut};
-pub use rules::{ActionDoc, DryRunOut, RuleDoc, RuleList, RuleTestIn};
+pub use rules::{ActionDoc, DryRunOut, RuleDoc, RuleList, RuleQuery, RuleTestIn};
 pub use webhooks::{SIGNATURE_HEADER, WEBHOOK_MAX_BODY_BYTES, WebhookSecrets, sign};
 
 use crate::app::App;

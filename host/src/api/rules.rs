@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::ApiState;
 use super::error::{ApiError, ApiJson, ErrorBody, from_value, join_field};
+use super::events::{ApiQuery, checked_limit};
 
 /// A rule document (OpenAPI view of `attune_rules::RuleSpec`, which is what is parsed). Unknown
 /// keys are rejected.
@@ -49,6 +50,26 @@ pub struct RuleList {
     /// Ordered by ref.
     #[schema(value_type = Vec<RuleDoc>)]
     pub rules: Vec<Value>,
+    /// Cursor of the next page (pass it as `after`); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Filters of `GET /rules`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RuleQuery {
+    /// Only rules on this trigger.
+    pub trigger: Option<String>,
+    /// Only rules of this pack.
+    pub pack: Option<String>,
+    /// Only enabled (`true`) or disabled (`false`) rules.
+    pub enabled: Option<bool>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// Cursor: the `next` of the previous page.
+    pub after: Option<String>,
 }
 
 /// `POST /rules/test`: a rule (not saved) and a payload to evaluate it against.
@@ -127,12 +148,24 @@ fn no_rule(rule_ref: &str) -> ApiError {
     ApiError::not_found(format!("no rule `{rule_ref}`"))
 }
 
-/// List rules.
-#[utoipa::path(get, path = "/api/v1/rules", tag = "rules", security(("bearer" = [])),
-    responses((status = 200, body = RuleList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list(State(state): State<ApiState>) -> Result<Json<RuleList>, ApiError> {
-    let rules = state.app.store.rules().await?.into_iter().map(|r| r.spec).collect();
-    Ok(Json(RuleList { rules }))
+/// List rules by ref, paged and filtered.
+#[utoipa::path(get, path = "/api/v1/rules", tag = "rules", security(("bearer" = [])), params(RuleQuery),
+    responses((status = 200, body = RuleList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn list(State(state): State<ApiState>, ApiQuery(q): ApiQuery<RuleQuery>) -> Result<Json<RuleList>, ApiError> {
+    let limit = checked_limit(q.limit)?;
+    let mut rules = state.app.store.rules().await?;
+    rules.sort_by(|a, b| a.rule_ref.cmp(&b.rule_ref));
+    let page: Vec<_> = rules
+        .into_iter()
+        .filter(|r| q.after.as_ref().is_none_or(|after| &r.rule_ref > after))
+        .filter(|r| q.trigger.as_ref().is_none_or(|t| &r.trigger_ref == t))
+        .filter(|r| q.pack.as_ref().is_none_or(|p| r.pack_ref.as_ref() == Some(p)))
+        .filter(|r| q.enabled.is_none_or(|e| r.enabled == e))
+        .take(limit as usize)
+        .collect();
+    let next = (page.len() == limit as usize).then(|| page.last().map(|r| r.rule_ref.clone())).flatten();
+    Ok(Json(RuleList { rules: page.into_iter().map(|r| r.spec).collect(), next }))
 }
 
 /// Create a rule. It applies to the next payload.
