@@ -2,7 +2,7 @@
 #   make run    set up, then start the service (SQLite, in-process bus, example packs, API on :8080)
 #   make demo   set up, then run every example sensor once with `attune-host sensor run`
 #   make test   set up, then run every test (Rust end-to-end, Python SDK, JS SDK)
-#   make bench  set up, then run the sandbox benchmark (release build)
+#   make bench  set up, then run the sandbox and service benchmarks (release build)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -72,3 +72,4 @@ test-rust: components
 
 bench: components
 	cargo bench -p attune-host --bench sandbox
+	cargo bench -p attune-host --bench service
