@@ -76,6 +76,22 @@ struct Entry {
     fingerprint: String,
     status: Arc<Mutex<SensorStatus>>,
     task: Option<Running>,
+    /// A loop told to stop that may still be in its last poll; the next loop of this sensor
+    /// starts only after it ended, so two instances never share the sensor's state.
+    stopping: Option<JoinHandle<()>>,
+}
+
+impl Entry {
+    fn new(spec: SensorSpec, fingerprint: String, stopping: Option<JoinHandle<()>>) -> Self {
+        let status = Arc::new(Mutex::new(fresh_status(&spec)));
+        Entry { spec: Arc::new(spec), fingerprint, status, task: None, stopping }
+    }
+
+    /// Tells the running loop to stop; returns the handle of the last loop (running or
+    /// already stopping), to be awaited before another starts.
+    fn stop_loop(&mut self) -> Option<JoinHandle<()>> {
+        self.task.take().map(Running::stop).or_else(|| self.stopping.take())
+    }
 }
 
 /// A sensor's poll loop and the signal that ends it after its current poll.
@@ -154,29 +170,17 @@ impl Supervisor {
                 Some(mut entry) => {
                     changes.replaced.push(sensor_ref.clone());
                     self.engine.forget(&entry.spec.code);
-                    // The new loop waits for the old one's last poll (see `spawn`), so two
-                    // instances never share the sensor's state.
-                    let previous = entry.task.take().map(Running::stop);
-                    let status = fresh_status(&spec);
-                    let mut new =
-                        Entry { spec: Arc::new(spec), fingerprint, status: Arc::new(Mutex::new(status)), task: None };
-                    if previous.is_some() {
-                        new.task = Some(spawn(&self.app, &self.engine, self.options, &new, previous));
-                    }
-                    new
+                    Entry::new(spec, fingerprint, entry.stop_loop())
                 }
                 None => {
                     changes.added.push(sensor_ref.clone());
-                    let status = fresh_status(&spec);
-                    Entry { spec: Arc::new(spec), fingerprint, status: Arc::new(Mutex::new(status)), task: None }
+                    Entry::new(spec, fingerprint, None)
                 }
             };
             sensors.insert(sensor_ref, entry);
         }
         for (sensor_ref, mut entry) in old {
-            if let Some(running) = entry.task.take() {
-                running.stop();
-            }
+            entry.stop_loop();
             self.app.metrics.set_quarantined(&sensor_ref, false);
             changes.removed.push(sensor_ref);
         }
@@ -195,12 +199,10 @@ impl Supervisor {
             let running = entry.task.as_ref().is_some_and(|t| !t.is_finished());
             let quarantined = lock(&entry.status).state == SensorState::Quarantined;
             if wanted && !running && !quarantined {
-                let previous = entry.task.take().map(Running::stop);
+                let previous = entry.stop_loop();
                 entry.task = Some(spawn(&self.app, &self.engine, self.options, entry, previous));
             } else if !wanted && running {
-                if let Some(running) = entry.task.take() {
-                    running.stop();
-                }
+                entry.stopping = entry.stop_loop();
                 lock(&entry.status).state = SensorState::Idle;
             }
         }
@@ -212,7 +214,7 @@ impl Supervisor {
         {
             let mut sensors = self.sensors();
             let Some(entry) = sensors.get_mut(sensor_ref) else { return false };
-            let previous = entry.task.take().map(Running::stop);
+            let previous = entry.stop_loop();
             {
                 let mut status = lock(&entry.status);
                 status.state = SensorState::Idle;
@@ -222,6 +224,8 @@ impl Supervisor {
             let wanted = entry.spec.triggers.iter().any(|t| self.app.pipeline.has_rules_for(t));
             if wanted {
                 entry.task = Some(spawn(&self.app, &self.engine, self.options, entry, previous));
+            } else {
+                entry.stopping = previous;
             }
         }
         true
@@ -237,7 +241,7 @@ impl Supervisor {
     /// up to `grace` for them; what is still running then is aborted.
     pub async fn stop_all(&self, grace: Duration) {
         let tasks: Vec<JoinHandle<()>> =
-            self.sensors().values_mut().filter_map(|e| e.task.take()).map(Running::stop).collect();
+            self.sensors().values_mut().filter_map(Entry::stop_loop).collect();
         let deadline = Instant::now() + grace;
         for mut task in tasks {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
