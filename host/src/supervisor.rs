@@ -240,8 +240,7 @@ impl Supervisor {
     /// Stops every sensor after its current poll (each bounded by its own deadline) and waits
     /// up to `grace` for them; what is still running then is aborted.
     pub async fn stop_all(&self, grace: Duration) {
-        let tasks: Vec<JoinHandle<()>> =
-            self.sensors().values_mut().filter_map(Entry::stop_loop).collect();
+        let tasks: Vec<JoinHandle<()>> = self.sensors().values_mut().filter_map(Entry::stop_loop).collect();
         let deadline = Instant::now() + grace;
         for mut task in tasks {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
