@@ -262,7 +262,6 @@ async fn rule_lifecycle_on_timers_and_sensors_postgres_rabbitmq() {
     // A sensor still polling when the host stops: what it stored is flushed to the bus.
     host.ok(Method::POST, "/api/v1/rules", Some(sensor_rule())).await;
     host.wait_enforcements("svc.on_tick", 1, Duration::from_secs(5)).await;
-    let changes = rule_changes.received();
     host.stop().await;
 
     // Every stored enforcement was published by the time the host stopped.
@@ -278,8 +277,13 @@ async fn rule_lifecycle_on_timers_and_sensors_postgres_rabbitmq() {
         enforcements.count(),
         stored.len()
     );
-    let changes: Vec<(String, String)> =
-        changes.iter().map(|m| (m.routing_key.clone(), m.body["rule"].as_str().unwrap().to_string())).collect();
+    // 5 changes of each rule; the last may still be on its way from the broker.
+    assert!(rule_changes.wait_for(Duration::from_secs(5), |r| r.len() >= 10).await, "{:?}", rule_changes.received());
+    let changes: Vec<(String, String)> = rule_changes
+        .received()
+        .iter()
+        .map(|m| (m.routing_key.clone(), m.body["rule"].as_str().unwrap().to_string()))
+        .collect();
     let of = |rule: &str| changes.iter().filter(|(_, r)| r == rule).map(|(k, _)| k.as_str()).collect::<Vec<_>>();
     assert_eq!(of("svc.every"), ["rule.created", "rule.disabled", "rule.enabled", "rule.updated", "rule.deleted"]);
     assert_eq!(of("svc.on_tick"), ["rule.created", "rule.disabled", "rule.enabled", "rule.deleted", "rule.created"]);

@@ -85,14 +85,14 @@ async fn stop_waits_for_the_poll_in_flight() {
     slow.triggers = vec!["core.webhook".into()];
     slow.poll_interval = Duration::from_millis(10);
     slow.limits.fuel = u64::MAX / 2;
-    slow.limits.timeout_ms = 2_000;
+    slow.limits.timeout_ms = 3_000;
     let supervisor = Supervisor::new(app.clone(), engine(), vec![slow], SupervisorOptions::default());
     supervisor.reconcile();
 
     let all = attune_host::store::ListFilter { limit: 100, ..Default::default() };
     let stored = || async { app.store.events(&all).await.unwrap().len() };
     // The supervisor records a poll's lateness just before the poll: once it has for one poll,
-    // the second poll (about 400 ms long) is under way.
+    // the second poll (about 1 s long) is under way.
     let lateness = r#"attune_sensor_poll_lateness_seconds_count{sensor="sup.slow"} "#;
     let started = Instant::now();
     while !app.metrics.render().lines().any(|l| l.strip_prefix(lateness).is_some_and(|n| n != "0")) {
