@@ -2,12 +2,14 @@
 //! environment < command-line flags. Clap merges the last two (a flag wins over its variable);
 //! this module puts the file under them and the defaults under everything.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::WebhookSecrets;
 use crate::app::AppConfig;
 use crate::cli::ServeArgs;
 use crate::sandbox::EngineSettings;
@@ -29,6 +31,9 @@ pub struct FileConfig {
     pub quarantine_after: Option<u32>,
     pub backoff_initial_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
+    /// Webhook secrets by trigger ref; an `ATTUNE_WEBHOOK_SECRET_<TRIGGER>` variable replaces
+    /// the one given here for its trigger.
+    pub webhook_secrets: Option<BTreeMap<String, String>>,
 }
 
 impl FileConfig {
@@ -75,7 +80,12 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
     if supervisor.quarantine_after == 0 {
         return Err("quarantine_after: must be at least 1".into());
     }
+    let mut file_secrets = WebhookSecrets::new();
+    for (trigger_ref, secret) in file.webhook_secrets.iter().flatten() {
+        file_secrets.insert(trigger_ref, secret.as_bytes());
+    }
     Ok(ServeConfig {
+        webhook_secrets: file_secrets.overlaid_with(WebhookSecrets::from_env()),
         app: AppConfig { amqp_url: args.amqp_url.or(file.amqp_url), ..AppConfig::new(database_url) },
         listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         packs: args.packs.or(file.packs).unwrap_or_else(|| PathBuf::from("sensors")),
@@ -86,7 +96,7 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
 }
 
 /// The effective settings in the config file's own format (`serve --print-config`), with
-/// passwords in URLs masked.
+/// passwords in URLs masked and webhook secrets left out.
 pub fn to_file_config(config: &ServeConfig) -> FileConfig {
     FileConfig {
         database_url: Some(masked(&config.app.database_url)),
@@ -99,6 +109,8 @@ pub fn to_file_config(config: &ServeConfig) -> FileConfig {
         quarantine_after: Some(config.supervisor.quarantine_after),
         backoff_initial_ms: Some(config.supervisor.backoff_initial.as_millis() as u64),
         backoff_max_ms: Some(config.supervisor.backoff_max.as_millis() as u64),
+        // Secrets are never printed.
+        webhook_secrets: None,
     }
 }
 

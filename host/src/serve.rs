@@ -25,6 +25,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub engine: EngineSettings,
     pub supervisor: SupervisorOptions,
+    pub webhook_secrets: WebhookSecrets,
 }
 
 /// Reloads the packs directory into the running host; one reload at a time.
@@ -97,7 +98,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     };
     let state = ApiState::new(app.clone())
         .with_packs(&packs)
-        .with_webhook_secrets(WebhookSecrets::from_env())
+        .with_webhook_secrets(config.webhook_secrets.clone())
         .with_sensors(supervisor.clone())
         .with_pack_control(Arc::new(reloader));
     let listener =

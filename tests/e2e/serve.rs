@@ -14,11 +14,17 @@ use crate::support::{attune_host, repo};
 async fn serve_runs_the_example_packs_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Settings from a config file too: the webhook secret of `core.webhook`.
+    let config = data.path().join("attune.yaml");
+    std::fs::write(&config, "webhook_secrets:\n  core.webhook: from-the-file\n").unwrap();
     let mut child = tokio::process::Command::from(attune_host())
         .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}"), "--packs"])
         .arg(repo().join("sensors"))
         .arg("--data-dir")
         .arg(data.path())
+        .arg("--config")
+        .arg(&config)
+        .env_remove("ATTUNE_WEBHOOK_SECRET_CORE__WEBHOOK")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(data.path().join("serve.log")).unwrap())
         .kill_on_drop(true)
@@ -52,6 +58,20 @@ async fn serve_runs_the_example_packs_and_stops_on_sigterm() {
     let watcher =
         sensors["sensors"].as_array().unwrap().iter().find(|s| s["ref"] == "examples_files.dir_watcher").unwrap();
     assert_ne!(watcher["state"], "quarantined", "{watcher}");
+
+    // The webhook takes the file's secret.
+    let body = r#"{"from": "a signed webhook"}"#;
+    let post = |signature: String| {
+        client
+            .post(format!("{base}/api/v1/webhooks/core.webhook"))
+            .header(attune_host::api::SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+    };
+    let signed = post(attune_host::api::sign(b"from-the-file", body.as_bytes())).await.unwrap();
+    assert_eq!(signed.status(), 201, "{}", signed.text().await.unwrap());
+    let forged = post(attune_host::api::sign(b"another secret", body.as_bytes())).await.unwrap();
+    assert_eq!(forged.status(), 401);
 
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

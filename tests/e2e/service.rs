@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use attune_host::api::WebhookSecrets;
 use attune_host::app::AppConfig;
 use attune_host::serve::{ServeConfig, serve};
 use attune_host::supervisor::SupervisorOptions;
@@ -70,6 +71,7 @@ impl Host {
             data_dir: data.path().to_path_buf(),
             engine: settings(),
             supervisor: SupervisorOptions::default(),
+            webhook_secrets: WebhookSecrets::new(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(config, async {

@@ -67,6 +67,12 @@ impl WebhookSecrets {
         }
     }
 
+    /// These secrets, with those of `other` replacing any for the same trigger.
+    pub fn overlaid_with(mut self, other: WebhookSecrets) -> Self {
+        self.secrets.extend(other.secrets);
+        self
+    }
+
     /// The secrets in `ATTUNE_WEBHOOK_SECRET_<TRIGGER>` variables of the process environment.
     pub fn from_env() -> Self {
         Self::from_vars(std::env::vars())
@@ -225,5 +231,16 @@ mod tests {
         assert_eq!(secrets.get("core.webhook"), None, "empty secrets are ignored");
         assert_eq!(secrets.len(), 1);
         assert!(!format!("{secrets:?}").contains("\"s\""));
+    }
+
+    #[test]
+    fn environment_secrets_replace_file_secrets() {
+        let mut from_file = WebhookSecrets::new();
+        from_file.insert("mypack.push", "file");
+        from_file.insert("core.webhook", "file");
+        let from_env = WebhookSecrets::from_vars([("ATTUNE_WEBHOOK_SECRET_CORE__WEBHOOK".into(), "env".into())]);
+        let secrets = from_file.overlaid_with(from_env);
+        assert_eq!(secrets.get("mypack.push"), Some(&b"file"[..]));
+        assert_eq!(secrets.get("core.webhook"), Some(&b"env"[..]));
     }
 }
