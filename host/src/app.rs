@@ -205,18 +205,16 @@ impl App {
     }
 
     /// Installs the pack rules (`rules/*.yaml`) that are not stored yet; rules changed through
-    /// the API since are left as they are. Returns the refs installed.
-    pub async fn install_pack_rules(&self, packs: &[Pack]) -> Result<Vec<String>, AppError> {
+    /// the API since are left as they are.
+    pub async fn install_pack_rules(&self, packs: &[Pack]) -> Result<(), AppError> {
         let stored: Vec<String> = self.store.rules().await?.into_iter().map(|r| r.rule_ref).collect();
-        let mut installed = Vec::new();
         for rule in packs.iter().flat_map(|p| &p.rules) {
             if !stored.contains(&rule.spec.rule_ref) {
                 self.put_rule(rule.spec.clone()).await?;
                 tracing::info!(rule = %rule.spec.rule_ref, file = %rule.file.display(), "installed pack rule");
-                installed.push(rule.spec.rule_ref.clone());
             }
         }
-        Ok(installed)
+        Ok(())
     }
 
     /// Deletes a rule; it stops applying at once. Returns whether it existed.

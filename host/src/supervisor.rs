@@ -200,7 +200,7 @@ impl Supervisor {
             let quarantined = lock(&entry.status).state == SensorState::Quarantined;
             if wanted && !running && !quarantined {
                 let previous = entry.stop_loop();
-                entry.task = Some(spawn(&self.app, &self.engine, self.options, entry, previous));
+                entry.task = Some(self.spawn(entry, previous));
             } else if !wanted && running {
                 entry.stopping = entry.stop_loop();
                 lock(&entry.status).state = SensorState::Idle;
@@ -214,20 +214,13 @@ impl Supervisor {
         {
             let mut sensors = self.sensors();
             let Some(entry) = sensors.get_mut(sensor_ref) else { return false };
-            let previous = entry.stop_loop();
-            {
-                let mut status = lock(&entry.status);
-                status.state = SensorState::Idle;
-                status.consecutive_failures = 0;
-            }
-            self.app.metrics.set_quarantined(sensor_ref, false);
-            let wanted = entry.spec.triggers.iter().any(|t| self.app.pipeline.has_rules_for(t));
-            if wanted {
-                entry.task = Some(spawn(&self.app, &self.engine, self.options, entry, previous));
-            } else {
-                entry.stopping = previous;
-            }
+            entry.stopping = entry.stop_loop();
+            let mut status = lock(&entry.status);
+            status.state = SensorState::Idle;
+            status.consecutive_failures = 0;
         }
+        self.app.metrics.set_quarantined(sensor_ref, false);
+        self.reconcile();
         true
     }
 
@@ -249,6 +242,26 @@ impl Supervisor {
             }
         }
     }
+
+    /// Starts the poll loop of `entry`, after `previous` (the loop it replaces) has ended.
+    fn spawn(&self, entry: &Entry, previous: Option<JoinHandle<()>>) -> Running {
+        let (app, engine, spec, status) =
+            (self.app.clone(), self.engine.clone(), entry.spec.clone(), entry.status.clone());
+        let options = self.options;
+        lock(&status).state = SensorState::Running;
+        let (stop, stopped) = watch::channel(false);
+        let span = tracing::info_span!("sensor", sensor = %spec.sensor_ref);
+        let task = tokio::spawn(
+            async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                run_sensor(app, engine, spec, status, options, stopped).await;
+            }
+            .instrument(span),
+        );
+        Running { task, stop }
+    }
 }
 
 fn fresh_status(spec: &SensorSpec) -> SensorStatus {
@@ -264,30 +277,6 @@ fn fresh_status(spec: &SensorSpec) -> SensorStatus {
         events: 0,
         fuel_used: 0,
     }
-}
-
-/// Starts the poll loop of `entry`, after `previous` (the loop it replaces) has ended.
-fn spawn(
-    app: &Arc<App>,
-    engine: &Arc<SensorEngine>,
-    options: SupervisorOptions,
-    entry: &Entry,
-    previous: Option<JoinHandle<()>>,
-) -> Running {
-    let (app, engine, spec, status) = (app.clone(), engine.clone(), entry.spec.clone(), entry.status.clone());
-    lock(&status).state = SensorState::Running;
-    let (stop, stopped) = watch::channel(false);
-    let span = tracing::info_span!("sensor", sensor = %spec.sensor_ref);
-    let task = tokio::spawn(
-        async move {
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            run_sensor(app, engine, spec, status, options, stopped).await;
-        }
-        .instrument(span),
-    );
-    Running { task, stop }
 }
 
 fn lock(status: &Mutex<SensorStatus>) -> std::sync::MutexGuard<'_, SensorStatus> {

@@ -212,21 +212,8 @@ impl AmqpBus {
     }
 
     async fn open_link(&self) -> Result<Link, String> {
-        let properties =
-            ConnectionProperties::default().with_connection_name(self.options.connection_name.clone().into());
-        let connection =
-            Connection::connect_uri(self.uri.clone(), properties).await.map_err(|e| format!("connect: {e}"))?;
-        let channel = connection.create_channel().await.map_err(|e| format!("open channel: {e}"))?;
+        let (connection, channel) = open_channel(&self.uri, &self.options).await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| format!("confirm.select: {e}"))?;
-        channel
-            .exchange_declare(
-                self.options.exchange.clone().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| format!("declare exchange {:?}: {e}", self.options.exchange))?;
         Ok(Link { connection, channel, send_lock: Mutex::new(()) })
     }
 
@@ -348,6 +335,23 @@ impl Bus for AmqpBus {
     }
 }
 
+/// A new connection with one channel, the exchange declared (durable topic) on it.
+async fn open_channel(uri: &AMQPUri, options: &AmqpOptions) -> Result<(Connection, Channel), String> {
+    let properties = ConnectionProperties::default().with_connection_name(options.connection_name.clone().into());
+    let connection = Connection::connect_uri(uri.clone(), properties).await.map_err(|e| format!("connect: {e}"))?;
+    let channel = connection.create_channel().await.map_err(|e| format!("open channel: {e}"))?;
+    channel
+        .exchange_declare(
+            options.exchange.clone().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("declare exchange {:?}: {e}", options.exchange))?;
+    Ok((connection, channel))
+}
+
 /// Queue size of a [`Bus::listen`] receiver; a full queue holds back the consumer (and the
 /// broker then holds the messages).
 const LISTEN_CAPACITY: usize = 1024;
@@ -394,20 +398,7 @@ impl Listener {
     }
 
     async fn subscribe(&self) -> Result<(Connection, lapin::Consumer), String> {
-        let properties =
-            ConnectionProperties::default().with_connection_name(self.options.connection_name.clone().into());
-        let connection =
-            Connection::connect_uri(self.uri.clone(), properties).await.map_err(|e| format!("connect: {e}"))?;
-        let channel = connection.create_channel().await.map_err(|e| format!("open channel: {e}"))?;
-        channel
-            .exchange_declare(
-                self.options.exchange.clone().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| format!("declare exchange {:?}: {e}", self.options.exchange))?;
+        let (connection, channel) = open_channel(&self.uri, &self.options).await?;
         let queue = channel
             .queue_declare(
                 "".into(),
