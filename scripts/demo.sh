@@ -15,9 +15,9 @@ server=$!
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/8765) 2>/dev/null && break; sleep 0.1; done
 
 echo "== examples_http.json_poller: two polls, a new item appears between them"
-$host sensor run sensors/examples_http --polls 1 --state-file "$state/http.json"
+$host sensor run sensors/examples_http --sensor json_poller --polls 1 --state-file "$state/http.json"
 echo '{"items": [{"id": 1}, {"id": 2}, {"id": 3, "title": "third"}]}' > "$feed/items"
-$host sensor run sensors/examples_http --polls 1 --state-file "$state/http.json"
+$host sensor run sensors/examples_http --sensor json_poller --polls 1 --state-file "$state/http.json"
 
 echo "== examples_files.dir_watcher on sensors/examples_files/inbox"
 touch sensors/examples_files/inbox/demo-$$.txt

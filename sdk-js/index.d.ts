@@ -10,15 +10,18 @@ export type InitFunction<Config = any> = (config: Config) => void;
 
 /**
  * Called on every poll with the same config: yield (or return in an array) one item per payload;
- * a plain value goes to the sensor's only trigger, an `emit(..)` to the trigger it names.
+ * a plain value goes to the sensor's only trigger, an `emit(..)` to the trigger (and rule) it
+ * names, an `instance.emit(..)` to that instance's rule.
  */
 export type PollFunction<Config = any> = (config: Config) => Iterable<unknown> | void | null;
 
-// ---- WIT records (attune:sensor@0.1.0) -----------------------------------------------------
+// ---- WIT records (attune:sensor@0.2.0) -----------------------------------------------------
 
 /** `types.payload`: what `poll` hands the host per item. */
 export interface Payload {
   trigger: string | null;
+  /** The one rule this payload is for; null for every enabled rule on the trigger. */
+  rule: string | null;
   json: string;
 }
 
@@ -26,6 +29,14 @@ export interface Payload {
 export interface SensorError {
   message: string;
   traceback: string | null;
+}
+
+/** `instances.instance`, as the host hands it over (`params` still serialized). */
+export interface InstanceRecord {
+  rule: string;
+  trigger: string;
+  /** The rule's `trigger_params`: one JSON object, serialized. */
+  params: string;
 }
 
 /** `log.level`. */
@@ -132,11 +143,35 @@ export declare const fs: {
   readText(path: string): string;
 };
 
-/** A payload addressed to one trigger: what `emit` returns. */
+/** A payload addressed to one trigger, and to one rule on it unless `rule` is null: what `emit` returns. */
 export declare class Emission<T = unknown> {
   readonly trigger: string;
   readonly payload: T;
+  readonly rule: string | null;
 }
 
-/** Addresses `payload` to the trigger `triggerRef` (`pack.name`); yield what it returns. */
-export declare function emit<T>(triggerRef: string, payload: T): Emission<T>;
+export interface EmitOptions {
+  /** A rule ref (`pack.name`): only that rule sees the payload. Null or absent: every enabled rule on the trigger. */
+  rule?: string | null;
+}
+
+/** Addresses `payload` to the trigger `triggerRef` (`pack.name`), and optionally one rule on it; yield what it returns. */
+export declare function emit<T>(triggerRef: string, payload: T, options?: EmitOptions): Emission<T>;
+
+/** One enabled rule on one of the sensor's triggers, with its parsed `trigger_params`. */
+export interface Instance<Params = Record<string, any>> {
+  /** The rule's ref (`pack.name`). */
+  readonly rule: string;
+  /** The trigger ref the rule listens on (one of the sensor's triggers). */
+  readonly trigger: string;
+  /** Checked by the host against the trigger's `param_schema`; its defaults are not filled in. */
+  readonly params: Params;
+  /** `payload` addressed to this rule alone, on its trigger; yield what it returns. */
+  emit<T>(payload: T): Emission<T>;
+}
+
+/** Trigger instances: the enabled rules on the sensor's triggers. Rules change while the sensor runs: list them on every poll. */
+export declare const instances: {
+  /** Sorted by rule ref. */
+  list<Params = Record<string, any>>(): Instance<Params>[];
+};

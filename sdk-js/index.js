@@ -1,14 +1,15 @@
 // @attune/sensor: what a JavaScript sensor sees of the host.
 //
-// Thin, idiomatic wrappers over the `attune:sensor/*@0.1.0` WIT imports (see wit/sensor.wit).
+// Thin, idiomatic wrappers over the `attune:sensor/*@0.2.0` WIT imports (see wit/sensor.wit).
 // This is the only module that imports them, so tests can swap them for fakes in one place.
 // When a host import returns `err`, componentize-qjs throws an Error whose message is the error
 // string (state, fs) and whose `payload` holds the WIT value (the `http-error` variant).
-import hostClock from 'attune:sensor/clock@0.1.0';
-import hostFs from 'attune:sensor/fs@0.1.0';
-import hostHttp from 'attune:sensor/http@0.1.0';
-import hostLog from 'attune:sensor/log@0.1.0';
-import hostState from 'attune:sensor/state@0.1.0';
+import hostClock from 'attune:sensor/clock@0.2.0';
+import hostFs from 'attune:sensor/fs@0.2.0';
+import hostHttp from 'attune:sensor/http@0.2.0';
+import hostInstances from 'attune:sensor/instances@0.2.0';
+import hostLog from 'attune:sensor/log@0.2.0';
+import hostState from 'attune:sensor/state@0.2.0';
 import { describe } from './src/describe.js';
 import { decodeUtf8, encodeUtf8 } from './src/utf8.js';
 
@@ -125,21 +126,43 @@ export const fs = {
   readText: (path) => decodeUtf8(fs.readFile(path)),
 };
 
-/** A payload addressed to one trigger; see `emit`. */
+/** A payload addressed to one trigger, and to one rule on it when `rule` is not null; see `emit`. */
 export class Emission {
-  constructor(trigger, payload) {
+  constructor(trigger, payload, rule = null) {
     this.trigger = trigger;
     this.payload = payload;
+    this.rule = rule;
   }
 }
 
 /**
- * Addresses `payload` to the trigger `triggerRef` (`pack.name`): yield (or return in the list)
- * what this returns. Needed only by sensors that declare more than one trigger.
+ * Addresses `payload` to the trigger `triggerRef` (`pack.name`), and with `{rule}` to that one
+ * rule on it: yield (or return in the list) what this returns. Needed only by sensors that
+ * declare more than one trigger or address single rules (`instance.emit` does the latter).
  */
-export function emit(triggerRef, payload) {
+export function emit(triggerRef, payload, { rule = null } = {}) {
   if (typeof triggerRef !== 'string' || triggerRef === '') {
     throw new TypeError('emit(triggerRef, payload) needs a trigger ref such as "mypack.my_trigger"');
   }
-  return new Emission(triggerRef, payload);
+  if (rule !== null && (typeof rule !== 'string' || rule === '')) {
+    throw new TypeError('emit(triggerRef, payload, {rule}) needs rule to be a rule ref such as "mypack.my_rule", or null');
+  }
+  return new Emission(triggerRef, payload, rule);
+}
+
+/**
+ * Trigger instances: the enabled rules on the sensor's triggers, each with its `trigger_params`.
+ * Rules come and go while the sensor runs, so call `instances.list()` on every poll.
+ */
+export const instances = {
+  /** Sorted by rule ref: `{rule, trigger, params, emit(payload)}`, `params` parsed. */
+  list: () => hostInstances.current().map(instance),
+};
+
+function instance({ rule, trigger, params: json }) {
+  // The host checks trigger_params when a rule is saved; anything else is a host bug, named here.
+  const params = JSON.parse(json);
+  const kind = params === null ? 'null' : Array.isArray(params) ? 'array' : typeof params;
+  if (kind !== 'object') throw new TypeError(`trigger_params of rule ${rule} must be a JSON object, not ${kind}`);
+  return { rule, trigger, params, emit: (payload) => new Emission(trigger, payload, rule) };
 }

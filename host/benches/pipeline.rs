@@ -49,7 +49,7 @@ async fn add_rules(app: &App) {
             "action": {"ref": "core.echo", "parameters": {"message": "{{ event.payload.kind }} failed"}}
         });
         let spec = RuleSpec::from_json(rule).unwrap_or_else(|e| panic!("{e}"));
-        app.put_rule(spec).await.unwrap_or_else(|e| panic!("{e}"));
+        app.rules.put(spec).await.unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

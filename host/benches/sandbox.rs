@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attune_host::sandbox::{EngineSettings, SensorEngine, SensorInstance};
+use attune_host::sandbox::{EngineSettings, InstanceFeed, SensorEngine, SensorInstance};
 use attune_host::sensor::SensorSpec;
 
 const POLLS: usize = 20_000;
@@ -53,7 +53,7 @@ fn rss_bytes() -> u64 {
 }
 
 async fn start(engine: &Arc<SensorEngine>, spec: &Arc<SensorSpec>) -> SensorInstance {
-    match SensorInstance::start(engine, spec.clone(), BTreeMap::new()).await {
+    match SensorInstance::start(engine, spec.clone(), BTreeMap::new(), InstanceFeed::default()).await {
         Ok(sensor) => sensor,
         Err(e) => panic!("{}: {e}", spec.sensor_ref),
     }

@@ -229,7 +229,7 @@ async fn lateness(label: &str, hostile: &[&str], seconds: u64) {
     let app = Arc::new(App::start(&config, &[pack]).await.unwrap_or_else(|e| panic!("{e}")));
     // A sensor runs only while an enabled rule uses one of its triggers.
     let rule = json!({"ref": "bench.on_tick", "trigger": "bench.tick", "action": {"ref": "core.echo"}});
-    app.put_rule(RuleSpec::from_json(rule).unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"));
+    app.rules.put(RuleSpec::from_json(rule).unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"));
 
     let sensor = |file: &str, sensor_ref: String| {
         let mut spec =

@@ -9,8 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::capabilities::{AllowedHosts, GrantedPaths};
-use crate::pack::{Pack, load_sensor_manifest};
-use crate::sandbox::{EngineSettings, Grants, SensorEngine, SensorFailure, SensorInstance};
+use crate::catalog::PackCatalog;
+use crate::pack::{Pack, load_sensor_manifest_in_pack};
+use crate::sandbox::{
+    EngineSettings, Grants, InstanceFeed, SensorEngine, SensorFailure, SensorInstance, TriggerInstance,
+};
 use crate::sensor::SensorSpec;
 use crate::state_file::StateFile;
 
@@ -103,9 +106,20 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PackCommand {
-    /// Check every file of a pack (or of each pack in a packs directory) as `serve` would;
-    /// errors name the file and the field.
-    Validate { dir: PathBuf },
+    /// Check a pack (or each pack in a packs directory) as `serve` would, and load each
+    /// sensor's code without running `init` or `poll`: manifests, `config` against
+    /// `config_schema`, rule triggers (core ones and those of the packs around) and their
+    /// `trigger_params` against `param_schema`, syntax errors, a missing `poll`, imports the
+    /// runtime lacks. Every error is printed, naming the file and the field; exit 2 when any.
+    Validate {
+        dir: PathBuf,
+        /// Compiled-artifact cache directory.
+        #[arg(long, env = "ATTUNE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Directory holding the shared language runtimes (python.wasm, javascript.wasm).
+        #[arg(long, env = "ATTUNE_RUNTIMES_DIR")]
+        runtimes_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,9 +226,15 @@ pub struct RunArgs {
     /// Where the sensor's state store lives (default: data/sensor-state/<sensor ref>.json).
     #[arg(long)]
     pub state_file: Option<PathBuf>,
-    /// Print `{"trigger": .., "payload": ..}` per line instead of the bare payload.
+    /// Print `{"trigger": .., "payload": ..}` per line instead of the bare payload (and
+    /// `"rule"` when the payload is for one rule instance).
     #[arg(long)]
     pub envelope: bool,
+    /// A trigger instance the sensor serves, as `trigger_params` JSON checked against the
+    /// trigger's `param_schema` (repeatable; named `local.instance_1`, ... on the sensor's first
+    /// trigger). Without it the sensor serves the enabled rules its pack ships for its triggers.
+    #[arg(long = "instance", value_name = "JSON")]
+    pub instances: Vec<String>,
     /// Compiled-artifact cache directory.
     #[arg(long, env = "ATTUNE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -246,7 +266,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Serve(args) => serve(args.print_config, *args).await,
         Command::Token(command) => token(command).await,
-        Command::Pack(PackCommand::Validate { dir }) => pack_validate(&dir),
+        Command::Pack(PackCommand::Validate { dir, cache_dir, runtimes_dir }) => {
+            return pack_validate(&dir, engine_settings(cache_dir, runtimes_dir)).await;
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -259,14 +281,21 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 /// Resolves what `sensor run` should run, with command-line overrides applied.
 pub fn resolve_target(args: &RunArgs) -> Result<SensorSpec, CliError> {
+    resolve_target_with_triggers(args).map(|(spec, _)| spec)
+}
+
+/// [`resolve_target`], with the catalog of the sensor's pack (only the core triggers for a bare
+/// file): the triggers whose `payload_schema` its payloads must match, and the pack's rules.
+pub fn resolve_target_with_triggers(args: &RunArgs) -> Result<(SensorSpec, PackCatalog), CliError> {
     let target = &args.target;
-    let mut spec = if target.is_dir() {
+    let (mut spec, pack) = if target.is_dir() {
         let pack = Pack::load(target).map_err(CliError::bad_input)?;
-        pick_sensor(pack, args.sensor.as_deref())?
+        (pick_sensor(&pack, args.sensor.as_deref())?, Some(pack))
     } else if matches!(target.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-        load_sensor_manifest(target).map_err(CliError::bad_input)?
+        let (pack, spec) = load_sensor_manifest_in_pack(target).map_err(CliError::bad_input)?;
+        (spec, Some(pack))
     } else if target.is_file() {
-        SensorSpec::from_file(target).map_err(CliError::bad_input)?
+        (SensorSpec::from_file(target).map_err(CliError::bad_input)?, None)
     } else {
         return Err(CliError::bad_input(format!("{}: no such file or directory", target.display())));
     };
@@ -294,10 +323,48 @@ pub fn resolve_target(args: &RunArgs) -> Result<SensorSpec, CliError> {
             config.extend(overrides);
         }
     }
-    Ok(spec)
+    let catalog = PackCatalog::new(pack.into_iter().collect()).map_err(CliError::bad_input)?;
+    Ok((spec, catalog))
 }
 
-fn pick_sensor(pack: Pack, wanted: Option<&str>) -> Result<SensorSpec, CliError> {
+/// The instances `sensor run` hands the sensor: those given with `--instance`, else the
+/// enabled rules of its pack on its triggers.
+fn run_instances(args: &RunArgs, spec: &SensorSpec, catalog: &PackCatalog) -> Result<InstanceFeed, CliError> {
+    if args.instances.is_empty() {
+        let rules = catalog.packs().iter().flat_map(|p| &p.rules).map(|r| &r.spec);
+        let instances = rules
+            .filter(|r| r.enabled && spec.triggers.contains(&r.trigger))
+            .map(|r| TriggerInstance {
+                rule: r.rule_ref.clone(),
+                trigger: r.trigger.clone(),
+                params: Value::Object(r.trigger_params.clone()),
+            })
+            .collect();
+        return Ok(InstanceFeed::new(instances));
+    }
+    let trigger = spec.triggers.first().ok_or_else(|| {
+        CliError::bad_input("--instance: the sensor declares no trigger; run it from its pack or manifest")
+    })?;
+    let mut instances = Vec::new();
+    for (i, text) in args.instances.iter().enumerate() {
+        let params = match serde_json::from_str(text) {
+            Ok(Value::Object(params)) => params,
+            Ok(_) => return Err(CliError::bad_input(format!("--instance {text}: must be a JSON object"))),
+            Err(e) => return Err(CliError::bad_input(format!("--instance {text}: {e}"))),
+        };
+        catalog
+            .check_rule_trigger(trigger, &params)
+            .map_err(|e| CliError::bad_input(format!("--instance {text}: {e}")))?;
+        instances.push(TriggerInstance {
+            rule: format!("local.instance_{}", i + 1),
+            trigger: trigger.clone(),
+            params: Value::Object(params),
+        });
+    }
+    Ok(InstanceFeed::new(instances))
+}
+
+fn pick_sensor(pack: &Pack, wanted: Option<&str>) -> Result<SensorSpec, CliError> {
     let refs: Vec<&str> = pack.sensors.iter().map(|s| s.sensor_ref.as_str()).collect();
     let dir = pack.dir.display().to_string();
     match wanted {
@@ -318,13 +385,24 @@ fn pick_sensor(pack: Pack, wanted: Option<&str>) -> Result<SensorSpec, CliError>
     }
 }
 
-async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
-    let spec = Arc::new(resolve_target(&args)?);
+/// The engine settings from the environment, with the command's directories over them.
+fn engine_settings(cache_dir: Option<PathBuf>, runtimes_dir: Option<PathBuf>) -> EngineSettings {
     let mut settings = EngineSettings::from_env();
-    settings.cache_dir = args.cache_dir.clone().unwrap_or(settings.cache_dir);
-    settings.runtimes_dir = args.runtimes_dir.clone().unwrap_or(settings.runtimes_dir);
-    let engine =
-        SensorEngine::new(settings).map_err(|e| CliError::bad_input(format!("cannot start the engine: {e:#}")))?;
+    settings.cache_dir = cache_dir.unwrap_or(settings.cache_dir);
+    settings.runtimes_dir = runtimes_dir.unwrap_or(settings.runtimes_dir);
+    settings
+}
+
+fn start_engine(settings: EngineSettings) -> Result<Arc<SensorEngine>, CliError> {
+    SensorEngine::new(settings).map_err(|e| CliError::bad_input(format!("cannot start the engine: {e:#}")))
+}
+
+async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
+    // Payloads are checked against their trigger's `payload_schema` as `serve` checks them.
+    let (spec, catalog) = resolve_target_with_triggers(&args)?;
+    let instances = run_instances(&args, &spec, &catalog)?;
+    let spec = Arc::new(spec);
+    let engine = start_engine(engine_settings(args.cache_dir.clone(), args.runtimes_dir.clone()))?;
 
     let state_path = args
         .state_file
@@ -334,7 +412,7 @@ async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
 
     let sensor_ref = spec.sensor_ref.clone();
     let failed = |failure: SensorFailure| sensor_failed(&sensor_ref, failure);
-    let mut sensor = match SensorInstance::start(&engine, spec.clone(), state.state().clone()).await {
+    let mut sensor = match SensorInstance::start(&engine, spec.clone(), state.state().clone(), instances).await {
         Ok(sensor) => sensor,
         Err(crate::sandbox::StartError::Load(e)) => return Err(CliError::bad_input(e)),
         Err(crate::sandbox::StartError::Failed(failure)) => return Err(failed(failure)),
@@ -345,9 +423,19 @@ async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
     let mut done = 0u64;
     loop {
         let output = sensor.poll().await.map_err(failed)?;
+        // A poll with a payload `serve` would refuse prints nothing and commits no state.
+        for (index, p) in output.payloads.iter().enumerate() {
+            catalog
+                .check_payload(index, &p.trigger, &p.payload)
+                .map_err(|rejected| CliError { code: EXIT_FAILED, message: format!("{sensor_ref}: {rejected}") })?;
+        }
         for p in &output.payloads {
             let line = if args.envelope {
-                serde_json::json!({"trigger": p.trigger, "payload": p.payload}).to_string()
+                let mut envelope = serde_json::json!({"trigger": p.trigger, "payload": p.payload});
+                if let Some(rule) = &p.rule {
+                    envelope["rule"] = rule.clone().into();
+                }
+                envelope.to_string()
             } else {
                 p.payload.to_string()
             };
@@ -409,14 +497,49 @@ fn timer_preview(trigger_params: &str, after: Option<&str>, count: usize) -> Res
     Ok(())
 }
 
-/// A pack directory, or a directory of packs: each is loaded and checked as `serve` would.
-fn pack_validate(dir: &Path) -> Result<(), CliError> {
-    let packs = if dir.join("pack.yaml").is_file() {
-        vec![Pack::load(dir).map_err(CliError::bad_input)?]
-    } else {
-        crate::pack::load_dir(dir).map_err(CliError::bad_input)?
+/// A pack directory, or a directory of packs: each is loaded and checked as `serve` would,
+/// and each sensor's code is loaded in the sandbox (without `init` or `poll`). Every error is
+/// printed as an `error:` line, then their count; packs without any get an `ok` line on stdout.
+async fn pack_validate(dir: &Path, settings: EngineSettings) -> ExitCode {
+    let bad_input = |message: &dyn std::fmt::Display| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_BAD_INPUT)
     };
-    for pack in &packs {
+    let validation = match crate::pack::validate(dir) {
+        Ok(validation) => validation,
+        Err(e) => return bad_input(&e),
+    };
+    if validation.reports.is_empty() {
+        return bad_input(&format!("{}: no pack.yaml here nor in any subdirectory", dir.display()));
+    }
+    if !validation.neighbours.is_empty() {
+        let packs: Vec<String> = validation
+            .neighbours
+            .iter()
+            .map(|p| format!("{} ({} triggers)", p.manifest.pack_ref, p.triggers.len()))
+            .collect();
+        eprintln!("note: rules may also use the triggers of the packs beside it: {}", packs.join(", "));
+    }
+    let has_sensors = validation.reports.iter().filter_map(|r| r.pack.as_ref()).any(|p| !p.sensors.is_empty());
+    let engine = match has_sensors.then(|| start_engine(settings)).transpose() {
+        Ok(engine) => engine,
+        Err(e) => return bad_input(&e.message),
+    };
+    let mut failed = 0usize;
+    for report in &validation.reports {
+        let mut errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        if let (Some(pack), Some(engine)) = (&report.pack, &engine) {
+            for sensor in &pack.sensors {
+                if let Err(e) = SensorInstance::check(engine, sensor).await {
+                    errors.push(sensor_check_error(sensor, e));
+                }
+            }
+        }
+        for error in &errors {
+            eprintln!("error: {error}");
+        }
+        failed += errors.len();
+        let Some(pack) = report.pack.as_ref().filter(|_| errors.is_empty()) else { continue };
         println!(
             "{} {}: ok ({} triggers, {} sensors, {} rules)",
             pack.manifest.pack_ref,
@@ -426,13 +549,28 @@ fn pack_validate(dir: &Path) -> Result<(), CliError> {
             pack.rules.len()
         );
     }
-    Ok(())
+    if failed == 0 {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{failed} error{} in {}", if failed == 1 { "" } else { "s" }, dir.display());
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// What `serve` would report for a sensor that does not load, naming the file: the load error
+/// names the code file; a failure while loading gets it in front.
+fn sensor_check_error(sensor: &SensorSpec, error: crate::sandbox::StartError) -> String {
+    match error {
+        crate::sandbox::StartError::Load(e) => e.to_string(),
+        crate::sandbox::StartError::Failed(failure) => {
+            format!("{}: {}: {failure}", sensor.code.path().display(), sensor.sensor_ref)
+        }
+    }
 }
 
 async fn serve(print_config: bool, args: ServeArgs) -> Result<(), CliError> {
     let config = crate::config::resolve(args).map_err(CliError::bad_input)?;
     if print_config {
-        let text = serde_yaml::to_string(&crate::config::to_file_config(&config)).map_err(CliError::bad_input)?;
+        let text = serde_yaml_ng::to_string(&crate::config::to_file_config(&config)).map_err(CliError::bad_input)?;
         print!("{text}");
         return Ok(());
     }

@@ -43,7 +43,7 @@ impl FileConfig {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let mut config: Self = serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut config: Self = serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for dir in [&mut config.packs, &mut config.data_dir, &mut config.cache_dir, &mut config.runtimes_dir] {
             if let Some(dir) = dir.as_mut().filter(|d| d.is_relative()) {

@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Default largest payload, serialized: a sensor's `max_payload_bytes` unless its manifest says
+/// otherwise, and the limit of each payload posted to `POST /api/v1/events`.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
 /// Hard limits applied to one sensor. A sensor that exceeds one is stopped with a named reason
 /// (`out of fuel`, `memory limit`, `deadline exceeded`, `payload too large`, `too many payloads`)
 /// and only that sensor is affected.
@@ -29,7 +33,7 @@ impl Default for Limits {
             fuel: 1_000_000_000,
             memory_mib: 64,
             timeout_ms: 2_000,
-            max_payload_bytes: 256 * 1024,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_events_per_poll: 1_000,
         }
     }

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::store::EnforcementStatus;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SensorLabel {
     sensor: String,
@@ -173,8 +175,12 @@ impl Metrics {
 
     pub fn ingested(&self, source: &'static str, events: usize, scheduled: usize, failed: usize) {
         self.events.get_or_create(&SourceLabel { source }).inc_by(events as u64);
-        self.enforcements.get_or_create(&StatusLabel { status: "scheduled" }).inc_by(scheduled as u64);
-        self.enforcements.get_or_create(&StatusLabel { status: "failed" }).inc_by(failed as u64);
+        self.enforcements
+            .get_or_create(&StatusLabel { status: EnforcementStatus::Scheduled.as_str() })
+            .inc_by(scheduled as u64);
+        self.enforcements
+            .get_or_create(&StatusLabel { status: EnforcementStatus::Failed.as_str() })
+            .inc_by(failed as u64);
     }
 
     pub fn rejected(&self, source: &'static str) {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attune_rules::RuleSpec;
-use attune_timers::{TimerSpec, is_timer_trigger};
+use attune_timers::{CRON_TRIGGER, DATETIME_TRIGGER, INTERVAL_TRIGGER, TimerSpec, is_timer_trigger};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::capabilities::{AllowedHosts, GrantedPaths};
 use crate::limits::Limits;
@@ -118,12 +118,136 @@ impl PackError {
     fn new(file: &Path, field: Option<&str>, message: impl Into<String>) -> Self {
         Self { file: file.to_path_buf(), field: field.map(str::to_string), message: message.into() }
     }
+
+    fn at(file: &Path, error: FieldError) -> Self {
+        Self { file: file.to_path_buf(), field: Some(error.field), message: error.message }
+    }
+}
+
+/// A value refused by its schema: `field` is where (`trigger_params.url`, `config.token`),
+/// `message` what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl TriggerManifest {
+    /// Checks a rule's `trigger_params` against this trigger's `param_schema` (an absent, null
+    /// or `{}` schema accepts anything); the error names the first problem, e.g. field
+    /// `trigger_params.url`. The parameters of the core timers are checked by
+    /// `attune_timers::TimerSpec::parse` instead: they have no manifest.
+    pub fn check_params(&self, params: &Map<String, Value>) -> Result<(), FieldError> {
+        self.param_errors(params).into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every problem of `params` against the `param_schema`, in the schema's order.
+    pub fn param_errors(&self, params: &Map<String, Value>) -> Vec<FieldError> {
+        let Some(schema) = &self.param_schema else { return Vec::new() };
+        schema_errors(schema, &Value::Object(params.clone()), "trigger_params").unwrap_or_else(|message| {
+            vec![FieldError {
+                field: "trigger_params".into(),
+                message: format!("the param_schema of `{}` is not a valid JSON Schema: {message}", self.trigger_ref),
+            }]
+        })
+    }
+}
+
+/// Checks `instance` against `schema` and names each problem's place under `root`
+/// (`config.token`, `trigger_params.items[2].url`). An unknown key where the schema allows no
+/// others gets a did-you-mean. A null or `{}` schema accepts anything; `Err` when `schema` is
+/// not a JSON Schema.
+pub fn schema_errors(schema: &Value, instance: &Value, root: &str) -> Result<Vec<FieldError>, String> {
+    use jsonschema::error::ValidationErrorKind;
+    if schema.is_null() || schema.as_object().is_some_and(Map::is_empty) {
+        return Ok(Vec::new());
+    }
+    let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
+    let mut errors = Vec::new();
+    for error in validator.iter_errors(instance) {
+        let at = field_path(root, error.instance_path());
+        match error.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected }
+            | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+                let known = declared_properties(schema, error.schema_path().as_str());
+                for key in unexpected {
+                    errors.push(FieldError { field: format!("{at}.{key}"), message: unknown_key(key, &known) });
+                }
+            }
+            ValidationErrorKind::Required { property } => {
+                let name = property.as_str().map_or_else(|| property.to_string(), str::to_string);
+                errors.push(FieldError { field: format!("{at}.{name}"), message: error.to_string() });
+            }
+            _ => errors.push(FieldError { field: at, message: error.to_string() }),
+        }
+    }
+    Ok(errors)
+}
+
+/// `root` followed by the instance path: `.name` per property, `[n]` per index.
+fn field_path(root: &str, path: &jsonschema::paths::Location) -> String {
+    use jsonschema::paths::LocationSegment;
+    let mut field = root.to_string();
+    for segment in path {
+        match segment {
+            LocationSegment::Property(name) => {
+                field.push('.');
+                field.push_str(&name);
+            }
+            LocationSegment::Index(index) => field.push_str(&format!("[{index}]")),
+        }
+    }
+    field
+}
+
+/// The `properties` declared next to the keyword at `keyword_path` (e.g.
+/// `/properties/auth/additionalProperties`), for suggestions.
+fn declared_properties(schema: &Value, keyword_path: &str) -> Vec<String> {
+    let parent = keyword_path.rsplit_once('/').map_or("", |(parent, _)| parent);
+    schema
+        .pointer(parent)
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .map(|properties| properties.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn unknown_key(key: &str, known: &[String]) -> String {
+    match did_you_mean(key, known.iter().map(String::as_str)) {
+        Some(close) => format!("unknown key `{key}`; did you mean `{close}`?"),
+        None if known.is_empty() => format!("unknown key `{key}`; the schema allows no keys"),
+        None => format!(
+            "unknown key `{key}` (known: {})",
+            known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+pub(crate) fn unknown_trigger<'a>(trigger: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    match did_you_mean(trigger, known) {
+        Some(close) => format!("unknown trigger `{trigger}`; did you mean `{close}`?"),
+        None => format!("unknown trigger `{trigger}`"),
+    }
+}
+
+/// The candidate closest to `given` (Damerau-Levenshtein), when it is close enough to be a
+/// likely typo: at most one edit per three characters, and at least one.
+pub fn did_you_mean<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (given.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .filter(|c| *c != given)
+        .map(|c| (strsim::damerau_levenshtein(given, c), c))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
 }
 
 fn read_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, PackError> {
     let text = std::fs::read_to_string(file).map_err(|e| PackError::new(file, None, e.to_string()))?;
-    // serde_yaml's message already says which field and at which line and column.
-    serde_yaml::from_str(&text).map_err(|e| PackError::new(file, None, e.to_string()))
+    // The parser's message already says which field and at which line and column.
+    serde_yaml_ng::from_str(&text).map_err(|e| PackError::new(file, None, e.to_string()))
 }
 
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
@@ -139,69 +263,255 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     Ok(files)
 }
 
-/// Triggers every host provides without a pack.
-pub const CORE_TRIGGERS: [&str; 4] = ["core.intervaltimer", "core.crontimer", "core.datetimetimer", "core.webhook"];
+/// The generic webhook trigger of the core pack: any signed JSON body.
+pub const WEBHOOK_TRIGGER: &str = "core.webhook";
+
+/// Triggers every host provides without a pack (the built-in pack `core`): the timers of
+/// `attune_timers` and the generic webhook.
+pub const CORE_TRIGGERS: [&str; 4] = [INTERVAL_TRIGGER, CRON_TRIGGER, DATETIME_TRIGGER, WEBHOOK_TRIGGER];
+
+/// What `GET /triggers` says of a core trigger.
+pub fn core_trigger_description(trigger_ref: &str) -> &'static str {
+    match trigger_ref {
+        INTERVAL_TRIGGER => "Fires every `interval` `unit` (trigger_params: {interval, unit}).",
+        CRON_TRIGGER => "Fires on a cron schedule (trigger_params: {expression, timezone}).",
+        DATETIME_TRIGGER => "Fires once at `fire_at` (trigger_params: {fire_at}).",
+        WEBHOOK_TRIGGER => "A signed HTTP POST to /api/v1/webhooks/core.webhook; the payload is the JSON body.",
+        _ => "",
+    }
+}
+
+/// One pack as far as it loaded, with every error found in it (not only the first).
+#[derive(Debug)]
+pub struct PackReport {
+    pub dir: PathBuf,
+    /// `None` when `pack.yaml` itself is unusable; else the pack without the files that failed.
+    pub pack: Option<Pack>,
+    /// The refs of every trigger file that parsed, valid or not: a rule or sensor naming one
+    /// of them is not also reported as naming an unknown trigger.
+    pub declared_triggers: Vec<String>,
+    pub errors: Vec<PackError>,
+}
+
+impl PackReport {
+    /// The pack, or its first error.
+    pub fn into_result(self) -> Result<Pack, PackError> {
+        match (self.pack, self.errors.into_iter().next()) {
+            (_, Some(error)) => Err(error),
+            (Some(pack), None) => Ok(pack),
+            (None, None) => Err(PackError::new(&self.dir, None, "not a pack")),
+        }
+    }
+}
 
 impl Pack {
+    /// Loads the pack at `dir`; the error is the first one found. Its rules' triggers are
+    /// resolved by [`load_dir`] and [`validate`], which know the other packs.
     pub fn load(dir: &Path) -> Result<Self, PackError> {
+        Self::check(dir).into_result()
+    }
+
+    /// Loads what can be loaded of the pack at `dir` and reports every error found.
+    pub fn check(dir: &Path) -> PackReport {
+        let mut report =
+            PackReport { dir: dir.to_path_buf(), pack: None, declared_triggers: Vec::new(), errors: Vec::new() };
         let manifest_file = dir.join("pack.yaml");
-        let manifest: PackManifest = read_yaml(&manifest_file)?;
+        let manifest: PackManifest = match read_yaml(&manifest_file) {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                report.errors.push(e);
+                return report;
+            }
+        };
         let pack_ref = manifest.pack_ref.clone();
         if !is_identifier(&pack_ref) {
-            return Err(PackError::new(
+            report.errors.push(PackError::new(
                 &manifest_file,
                 Some("ref"),
                 format!("`{pack_ref}` must be letters, digits and `_`"),
             ));
+            return report;
         }
+        report.errors.extend(check_config(&manifest_file, &manifest));
+        let errors = &mut report.errors;
 
         let mut triggers = Vec::new();
-        for file in yaml_files(&dir.join("triggers"))? {
-            let mut trigger: TriggerManifest = read_yaml(&file)?;
-            trigger.trigger_ref = qualify(&pack_ref, &trigger.trigger_ref, &file)?;
+        for file in yaml_files(&dir.join("triggers")).unwrap_or_else(|e| take(errors, e)) {
+            let mut trigger: TriggerManifest = match read_yaml(&file) {
+                Ok(trigger) => trigger,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            trigger.trigger_ref = match qualify(&pack_ref, &trigger.trigger_ref, &file) {
+                Ok(trigger_ref) => trigger_ref,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            report.declared_triggers.push(trigger.trigger_ref.clone());
+            let before = errors.len();
             for (field, schema) in
                 [("payload_schema", &trigger.payload_schema), ("param_schema", &trigger.param_schema)]
             {
-                if let Some(schema) = schema.as_ref().filter(|s| !s.is_null()) {
-                    jsonschema::validator_for(schema).map_err(|e| PackError::new(&file, Some(field), e.to_string()))?;
+                if let Some(schema) = schema.as_ref().filter(|s| !s.is_null())
+                    && let Err(e) = jsonschema::validator_for(schema)
+                {
+                    errors.push(PackError::new(&file, Some(field), e.to_string()));
                 }
             }
-            triggers.push(trigger);
+            if errors.len() == before {
+                triggers.push(trigger);
+            }
         }
 
         let context = serde_json::json!({"pack": {"config": manifest.config}});
         let mut sensors = Vec::new();
-        for file in yaml_files(&dir.join("sensors"))? {
-            let sensor: SensorManifest = read_yaml(&file)?;
-            sensors.push(resolve_sensor(&pack_ref, dir, &file, sensor, &triggers, &context)?);
+        for file in yaml_files(&dir.join("sensors")).unwrap_or_else(|e| take(errors, e)) {
+            let sensor: SensorManifest = match read_yaml(&file) {
+                Ok(sensor) => sensor,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            match resolve_sensor(&pack_ref, dir, &file, sensor, &report.declared_triggers, &context) {
+                Ok(spec) => sensors.push(spec),
+                Err(e) => errors.extend(e),
+            }
         }
-        let rules =
-            yaml_files(&dir.join("rules"))?.into_iter().map(|file| load_rule(&file)).collect::<Result<_, _>>()?;
-        Ok(Self { dir: dir.to_path_buf(), manifest, triggers, sensors, rules })
+        let mut rules = Vec::new();
+        for file in yaml_files(&dir.join("rules")).unwrap_or_else(|e| take(errors, e)) {
+            match load_rule(&file) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => errors.push(e),
+            }
+        }
+        report.pack = Some(Self { dir: dir.to_path_buf(), manifest, triggers, sensors, rules });
+        report
+    }
+}
+
+/// Records `error` and carries on with nothing.
+fn take<T>(errors: &mut Vec<PackError>, error: PackError) -> Vec<T> {
+    errors.push(error);
+    Vec::new()
+}
+
+/// The pack's `config` (absent counts as `{}`) against its `config_schema`.
+fn check_config(file: &Path, manifest: &PackManifest) -> Vec<PackError> {
+    let config = match &manifest.config {
+        Value::Null => Value::Object(Map::new()),
+        config => config.clone(),
+    };
+    match schema_errors(&manifest.config_schema, &config, "config") {
+        Ok(errors) => errors.into_iter().map(|e| PackError::at(file, e)).collect(),
+        Err(message) => vec![PackError::new(file, Some("config_schema"), message)],
     }
 }
 
 /// Every pack under `dir` (each subdirectory with a `pack.yaml`), in name order; pack rules
-/// must name a trigger of some loaded pack or a core one.
+/// must name a trigger of some loaded pack or a core one, with `trigger_params` its
+/// `param_schema` accepts. The error is the first one found.
 pub fn load_dir(dir: &Path) -> Result<Vec<Pack>, PackError> {
+    check_dir(dir)?.into_iter().map(PackReport::into_result).collect()
+}
+
+/// [`load_dir`] reporting every error of every pack; `Err` only when `dir` cannot be read.
+pub fn check_dir(dir: &Path) -> Result<Vec<PackReport>, PackError> {
+    let mut reports: Vec<PackReport> = pack_dirs(dir)?.iter().map(|d| Pack::check(d)).collect();
+    resolve_rules(&mut reports, &[]);
+    Ok(reports)
+}
+
+/// What `pack validate` checks short of loading sensor code. `dir` is a directory of packs
+/// (checked as [`load_dir`] does), or one pack, whose rules may also use the triggers of the
+/// packs beside it in its parent directory, as they would when `serve` loads that directory.
+pub fn validate(dir: &Path) -> Result<Validation, PackError> {
+    if !dir.join("pack.yaml").is_file() {
+        return Ok(Validation { reports: check_dir(dir)?, neighbours: Vec::new() });
+    }
+    let neighbours = neighbour_packs(dir);
+    let mut reports = vec![Pack::check(dir)];
+    resolve_rules(&mut reports, &neighbours);
+    Ok(Validation { reports, neighbours })
+}
+
+/// The outcome of [`validate`].
+#[derive(Debug)]
+pub struct Validation {
+    pub reports: Vec<PackReport>,
+    /// The packs beside a single validated pack whose triggers its rules could use (their own
+    /// errors are not reported).
+    pub neighbours: Vec<Pack>,
+}
+
+fn pack_dirs(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     let read = std::fs::read_dir(dir).map_err(|e| PackError::new(dir, None, e.to_string()))?;
     let mut dirs: Vec<PathBuf> =
         read.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("pack.yaml").is_file()).collect();
     dirs.sort();
-    let packs = dirs.iter().map(|d| Pack::load(d)).collect::<Result<Vec<_>, _>>()?;
-    let known = |trigger: &str| {
-        CORE_TRIGGERS.contains(&trigger) || packs.iter().flat_map(|p| &p.triggers).any(|t| t.trigger_ref == trigger)
-    };
-    for rule in packs.iter().flat_map(|p| &p.rules) {
-        if !known(&rule.spec.trigger) {
-            return Err(PackError::new(
-                &rule.file,
-                Some("trigger"),
-                format!("unknown trigger `{}`", rule.spec.trigger),
-            ));
+    Ok(dirs)
+}
+
+/// The other packs in `dir`'s parent directory, as far as they load.
+fn neighbour_packs(dir: &Path) -> Vec<Pack> {
+    let Ok(canonical) = dir.canonicalize() else { return Vec::new() };
+    let Some(parent) = canonical.parent() else { return Vec::new() };
+    let Ok(dirs) = pack_dirs(parent) else { return Vec::new() };
+    dirs.into_iter()
+        .filter(|d| d.canonicalize().ok().as_ref() != Some(&canonical))
+        .filter_map(|d| Pack::check(&d).pack)
+        .collect()
+}
+
+/// Checks the rules of every report's pack against the triggers known: core ones, those of
+/// the reports' packs and those of `neighbours`. A rule that fails is moved to the errors.
+fn resolve_rules(reports: &mut [PackReport], neighbours: &[Pack]) {
+    let valid: Vec<TriggerManifest> = reports
+        .iter()
+        .filter_map(|r| r.pack.as_ref())
+        .chain(neighbours)
+        .flat_map(|p| p.triggers.iter().cloned())
+        .collect();
+    let mut declared: Vec<String> = CORE_TRIGGERS.iter().map(|t| t.to_string()).collect();
+    declared.extend(reports.iter().flat_map(|r| r.declared_triggers.iter().cloned()));
+    declared.extend(valid.iter().map(|t| t.trigger_ref.clone()));
+    declared.sort();
+    declared.dedup();
+    for report in reports.iter_mut() {
+        let Some(pack) = report.pack.as_mut() else { continue };
+        let mut kept = Vec::new();
+        for rule in std::mem::take(&mut pack.rules) {
+            let errors = check_rule_trigger(&rule, &valid, &declared);
+            if errors.is_empty() {
+                kept.push(rule);
+            } else {
+                report.errors.extend(errors);
+            }
         }
+        pack.rules = kept;
     }
-    Ok(packs)
+}
+
+/// The rule's trigger must be known, and its `trigger_params` match the trigger's
+/// `param_schema` (core timers' parameters are checked when the rule is loaded).
+fn check_rule_trigger(rule: &PackRule, valid: &[TriggerManifest], declared: &[String]) -> Vec<PackError> {
+    let trigger = rule.spec.trigger.as_str();
+    if let Some(manifest) = valid.iter().find(|t| t.trigger_ref == trigger) {
+        return manifest
+            .param_errors(&rule.spec.trigger_params)
+            .into_iter()
+            .map(|e| PackError::at(&rule.file, e))
+            .collect();
+    }
+    if declared.iter().any(|t| t == trigger) {
+        return Vec::new();
+    }
+    let message = unknown_trigger(trigger, declared.iter().map(String::as_str));
+    vec![PackError::new(&rule.file, Some("trigger"), message)]
 }
 
 fn load_rule(file: &Path) -> Result<PackRule, PackError> {
@@ -234,22 +544,26 @@ fn qualify(pack_ref: &str, given: &str, file: &Path) -> Result<String, PackError
     Ok(format!("{pack_ref}.{name}"))
 }
 
+/// Resolves one sensor manifest; every problem of it is reported. `triggers` are the refs
+/// declared by the pack's trigger files.
 fn resolve_sensor(
     pack_ref: &str,
     pack_dir: &Path,
     file: &Path,
     sensor: SensorManifest,
-    triggers: &[TriggerManifest],
+    triggers: &[String],
     context: &Value,
-) -> Result<SensorSpec, PackError> {
-    let sensor_ref = qualify(pack_ref, &sensor.sensor_ref, file)?;
+) -> Result<SensorSpec, Vec<PackError>> {
+    let mut errors = Vec::new();
+    let sensor_ref = qualify(pack_ref, &sensor.sensor_ref, file).map_err(|e| errors.push(e)).ok();
     if sensor.triggers.is_empty() {
-        return Err(PackError::new(file, Some("triggers"), "a sensor must declare at least one trigger"));
+        errors.push(PackError::new(file, Some("triggers"), "a sensor must declare at least one trigger"));
     }
     for (i, trigger) in sensor.triggers.iter().enumerate() {
-        let known = triggers.iter().any(|t| &t.trigger_ref == trigger) || CORE_TRIGGERS.contains(&trigger.as_str());
+        let known = triggers.iter().any(|t| t == trigger) || CORE_TRIGGERS.contains(&trigger.as_str());
         if !known {
-            return Err(PackError::new(file, Some(&format!("triggers[{i}]")), format!("unknown trigger `{trigger}`")));
+            let candidates = triggers.iter().map(String::as_str).chain(CORE_TRIGGERS);
+            errors.push(PackError::new(file, Some(&format!("triggers[{i}]")), unknown_trigger(trigger, candidates)));
         }
     }
     let entry = file.parent().unwrap_or(pack_dir).join(&sensor.entry);
@@ -259,34 +573,47 @@ fn resolve_sensor(
         Runtime::Component => SensorCode::Component(entry),
     };
     if !code.path().is_file() {
-        return Err(PackError::new(file, Some("entry"), format!("{}: no such file", code.path().display())));
+        errors.push(PackError::new(file, Some("entry"), format!("{}: no such file", code.path().display())));
     }
     if !(sensor.poll_interval > 0.0 && sensor.poll_interval.is_finite()) {
-        return Err(PackError::new(file, Some("poll_interval"), "must be a positive number of seconds"));
+        errors.push(PackError::new(file, Some("poll_interval"), "must be a positive number of seconds"));
     }
-    sensor.limits.validate().map_err(|e| PackError::new(file, Some("limits"), e))?;
+    if let Err(e) = sensor.limits.validate() {
+        errors.push(PackError::new(file, Some("limits"), e));
+    }
     let http = AllowedHosts::parse(&sensor.capabilities.http)
-        .map_err(|e| PackError::new(file, Some("capabilities.http"), e))?;
+        .map_err(|e| errors.push(PackError::new(file, Some("capabilities.http"), e)))
+        .ok();
     let paths = GrantedPaths::resolve(&sensor.capabilities.paths, pack_dir)
-        .map_err(|e| PackError::new(file, Some("capabilities.paths"), e))?;
+        .map_err(|e| errors.push(PackError::new(file, Some("capabilities.paths"), e)))
+        .ok();
     let config = match &sensor.config {
-        Value::Null => Value::Object(Default::default()),
+        Value::Null => Some(Value::Object(Default::default())),
         config => attune_rules::template::render(config, context)
-            .map_err(|e| PackError::new(file, Some("config"), e.to_string()))?,
+            .map_err(|e| errors.push(PackError::new(file, Some("config"), e.to_string())))
+            .ok(),
     };
-    Ok(SensorSpec {
-        sensor_ref,
-        triggers: sensor.triggers,
-        code,
-        poll_interval: Duration::from_secs_f64(sensor.poll_interval),
-        limits: sensor.limits,
-        grants: Arc::new(Grants { http, paths }),
-        config,
-    })
+    match (sensor_ref, http, paths, config) {
+        (Some(sensor_ref), Some(http), Some(paths), Some(config)) if errors.is_empty() => Ok(SensorSpec {
+            sensor_ref,
+            triggers: sensor.triggers,
+            code,
+            poll_interval: Duration::from_secs_f64(sensor.poll_interval),
+            limits: sensor.limits,
+            grants: Arc::new(Grants { http, paths }),
+            config,
+        }),
+        _ => Err(errors),
+    }
 }
 
 /// Loads the sensor described by one `sensors/<name>.yaml`, with its pack around it.
 pub fn load_sensor_manifest(file: &Path) -> Result<SensorSpec, PackError> {
+    load_sensor_manifest_in_pack(file).map(|(_, spec)| spec)
+}
+
+/// [`load_sensor_manifest`], also returning the pack (whose triggers the sensor emits for).
+pub fn load_sensor_manifest_in_pack(file: &Path) -> Result<(Pack, SensorSpec), PackError> {
     let pack_dir =
         file.parent().and_then(Path::parent).filter(|dir| dir.join("pack.yaml").is_file()).ok_or_else(|| {
             PackError::new(file, None, "a sensor manifest must sit in <pack>/sensors/ next to <pack>/pack.yaml")
@@ -298,5 +625,93 @@ pub fn load_sensor_manifest(file: &Path) -> Result<SensorSpec, PackError> {
         .iter()
         .position(|f| f.file_name().map(|n| n.to_os_string()) == name)
         .ok_or_else(|| PackError::new(file, None, "not found among the pack's sensors"))?;
-    Ok(pack.sensors[position].clone())
+    let spec = pack.sensors[position].clone();
+    Ok((pack, spec))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn trigger(param_schema: Option<Value>) -> TriggerManifest {
+        TriggerManifest { trigger_ref: "p.t".into(), description: String::new(), payload_schema: None, param_schema }
+    }
+
+    fn params(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn check_params_names_the_field() {
+        let t = trigger(Some(json!({
+            "type": "object",
+            "required": ["url"],
+            "properties": {"url": {"type": "string"}, "every": {"type": "integer"}},
+            "additionalProperties": false
+        })));
+        assert_eq!(t.check_params(&params(json!({"url": "http://x"}))), Ok(()));
+        let e = t.check_params(&params(json!({"url": 5}))).unwrap_err();
+        assert_eq!(e.field, "trigger_params.url");
+        assert!(e.message.contains("not of type"), "{e}");
+        let e = t.check_params(&params(json!({}))).unwrap_err();
+        assert_eq!(e.field, "trigger_params.url");
+        let e = t.check_params(&params(json!({"url": "u", "evrey": 1}))).unwrap_err();
+        assert_eq!(
+            e,
+            FieldError {
+                field: "trigger_params.evrey".into(),
+                message: "unknown key `evrey`; did you mean `every`?".into()
+            }
+        );
+        let e = t.check_params(&params(json!({"url": "u", "zzz": 1}))).unwrap_err();
+        assert_eq!(e.message, "unknown key `zzz` (known: `every`, `url`)");
+    }
+
+    #[test]
+    fn empty_schemas_accept_anything() {
+        let anything = params(json!({"a": 1, "b": [2]}));
+        for schema in [None, Some(Value::Null), Some(json!({}))] {
+            assert_eq!(trigger(schema).check_params(&anything), Ok(()));
+        }
+    }
+
+    #[test]
+    fn nested_places_are_named() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"hosts": {"type": "array", "items": {
+                "type": "object", "properties": {"name": {"type": "string"}}, "additionalProperties": false
+            }}}
+        });
+        let errors = schema_errors(&schema, &json!({"hosts": [{"name": "a"}, {"nmae": "b"}]}), "config").unwrap();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "config.hosts[1].nmae");
+        assert!(errors[0].message.ends_with("did you mean `name`?"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn suggestions_are_close_or_absent() {
+        assert_eq!(did_you_mean("tokne", ["token", "url"]), Some("token"));
+        assert_eq!(did_you_mean("p.tikc", ["p.tick", "p.tock"]), Some("p.tick"));
+        assert_eq!(did_you_mean("core.webhok", CORE_TRIGGERS), Some("core.webhook"));
+        assert_eq!(did_you_mean("badpack.nope", CORE_TRIGGERS), None);
+        assert_eq!(did_you_mean("x", ["y"]), Some("y"));
+        assert_eq!(did_you_mean("ab", ["xy"]), None);
+    }
+
+    #[test]
+    fn manifest_errors_keep_line_and_column() {
+        let dir = std::env::temp_dir().join(format!("attune-pack-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pack.yaml");
+        std::fs::write(&file, "ref: p\nversion: 0.1.0\nconfig_shema: {}\n").unwrap();
+        let e = Pack::load(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(e.file, file);
+        assert!(e.message.contains("config_shema") && e.message.contains("line 3 column 1"), "{e}");
+    }
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use crate::api::{self, ApiState, PackControl, SensorControl, SensorInfo, WebhookSecrets};
 use crate::app::{App, AppConfig};
+use crate::catalog::PackCatalog;
 use crate::pack::{Pack, PackError, load_dir};
 use crate::sandbox::{EngineSettings, SensorEngine};
 use crate::supervisor::{SensorChanges, Supervisor, SupervisorOptions};
@@ -44,9 +45,11 @@ impl PackControl for PackReloader {
         let packs = load_dir(&self.dir)?;
         let failed =
             |e: &dyn std::fmt::Display| PackError { file: self.dir.clone(), field: None, message: e.to_string() };
-        self.app.pipeline.set_packs(&packs).map_err(|e| failed(&e))?;
-        self.app.install_pack_rules(&packs).await.map_err(|e| failed(&e))?;
-        let changes = self.supervisor.replace_specs(packs.iter().flat_map(|p| p.sensors.iter().cloned()).collect());
+        let catalog = PackCatalog::new(packs.clone()).map_err(|e| failed(&e))?;
+        let sensors = catalog.sensors().cloned().collect();
+        self.app.catalog.replace(catalog);
+        self.app.rules.install_pack_rules(&packs).await.map_err(|e| failed(&e))?;
+        let changes = self.supervisor.replace_specs(sensors);
         self.supervisor.reconcile();
         tracing::info!(packs = packs.len(), ?changes, "packs reloaded");
         Ok((packs, changes))
@@ -70,21 +73,21 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let packs = load_dir(&config.packs)?;
     tracing::info!(packs = packs.len(), dir = %config.packs.display(), "packs loaded");
     let app = Arc::new(App::start(&config.app, &packs).await?);
-    app.install_pack_rules(&packs).await?;
+    app.rules.install_pack_rules(&packs).await?;
     if let Some(path) = crate::auth::bootstrap_admin(app.store.as_ref(), &config.data_dir).await? {
         tracing::info!(path = %path.display(), "created the first admin token (mode 0600); use it as `Authorization: Bearer <token>`");
     }
 
     let engine = SensorEngine::new(config.engine.clone())?;
-    let sensors: Vec<_> = packs.iter().flat_map(|p| p.sensors.iter().cloned()).collect();
+    let sensors = app.catalog.current().sensors().cloned().collect();
     let supervisor = Supervisor::new(app.clone(), engine, sensors, config.supervisor);
     supervisor.reconcile();
-    let rule_sync = crate::rule_sync::follow(app.clone());
+    let rule_sync = app.rules.follow(app.bus.as_ref());
     let follow = tokio::spawn({
-        let (app, supervisor) = (app.clone(), supervisor.clone());
+        let (rules_changed, supervisor) = (app.rules.changed(), supervisor.clone());
         async move {
             loop {
-                app.rules_changed.notified().await;
+                rules_changed.notified().await;
                 supervisor.reconcile();
             }
         }
@@ -97,7 +100,6 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         running: tokio::sync::Mutex::new(()),
     };
     let state = ApiState::new(app.clone())
-        .with_packs(&packs)
         .with_webhook_secrets(config.webhook_secrets.clone())
         .with_sensors(supervisor.clone())
         .with_pack_control(Arc::new(reloader));

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::app::{App, PollError};
 use crate::pipeline::IngestError;
-use crate::sandbox::{SensorEngine, SensorInstance, StartError};
+use crate::sandbox::{InstanceFeed, SensorEngine, SensorInstance, StartError};
 use crate::sensor::SensorSpec;
 
 /// How failures are handled.
@@ -75,6 +75,8 @@ struct Entry {
     /// when it changes.
     fingerprint: String,
     status: Arc<Mutex<SensorStatus>>,
+    /// The enabled rules on the sensor's triggers, as the running instance sees them.
+    instances: InstanceFeed,
     task: Option<Running>,
     /// A loop told to stop that may still be in its last poll; the next loop of this sensor
     /// starts only after it ended, so two instances never share the sensor's state.
@@ -84,7 +86,7 @@ struct Entry {
 impl Entry {
     fn new(spec: SensorSpec, fingerprint: String, stopping: Option<JoinHandle<()>>) -> Self {
         let status = Arc::new(Mutex::new(fresh_status(&spec)));
-        Entry { spec: Arc::new(spec), fingerprint, status, task: None, stopping }
+        Entry { spec: Arc::new(spec), fingerprint, status, instances: InstanceFeed::default(), task: None, stopping }
     }
 
     /// Tells the running loop to stop; returns the handle of the last loop (running or
@@ -190,12 +192,14 @@ impl Supervisor {
         changes
     }
 
-    /// Starts the sensors some enabled rule needs and stops the others. Call after every rule
-    /// change; cheap when nothing changed.
+    /// Starts the sensors some enabled rule needs, stops the others, and hands each its current
+    /// trigger instances (seen from its next call on). Call after every rule change.
     pub fn reconcile(&self) {
         let mut sensors = self.sensors();
         for entry in sensors.values_mut() {
-            let wanted = entry.spec.triggers.iter().any(|t| self.app.pipeline.has_rules_for(t));
+            let instances = self.app.pipeline.instances_for(&entry.spec.triggers);
+            let wanted = !instances.is_empty();
+            entry.instances.set(instances);
             let running = entry.task.as_ref().is_some_and(|t| !t.is_finished());
             let quarantined = lock(&entry.status).state == SensorState::Quarantined;
             if wanted && !running && !quarantined {
@@ -245,8 +249,8 @@ impl Supervisor {
 
     /// Starts the poll loop of `entry`, after `previous` (the loop it replaces) has ended.
     fn spawn(&self, entry: &Entry, previous: Option<JoinHandle<()>>) -> Running {
-        let (app, engine, spec, status) =
-            (self.app.clone(), self.engine.clone(), entry.spec.clone(), entry.status.clone());
+        let (app, engine, spec, status, instances) =
+            (self.app.clone(), self.engine.clone(), entry.spec.clone(), entry.status.clone(), entry.instances.clone());
         let options = self.options;
         lock(&status).state = SensorState::Running;
         let (stop, stopped) = watch::channel(false);
@@ -256,7 +260,7 @@ impl Supervisor {
                 if let Some(previous) = previous {
                     let _ = previous.await;
                 }
-                run_sensor(app, engine, spec, status, options, stopped).await;
+                run_sensor(app, engine, spec, status, instances, options, stopped).await;
             }
             .instrument(span),
         );
@@ -290,6 +294,7 @@ async fn run_sensor(
     engine: Arc<SensorEngine>,
     spec: Arc<SensorSpec>,
     status: Arc<Mutex<SensorStatus>>,
+    instances: InstanceFeed,
     options: SupervisorOptions,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -308,7 +313,7 @@ async fn run_sensor(
                 Ok(ingested) => Ok((ingested.event_ids.len(), sensor.last_fuel_used())),
                 Err(e) => Err((e.to_string(), failure_reason(&e), is_trap(&e))),
             },
-            None => match start(&app, &engine, &spec).await {
+            None => match start(&app, &engine, &spec, &instances).await {
                 Ok(started) => {
                     tracing::info!("sensor started");
                     sensor = Some(started);
@@ -374,9 +379,14 @@ fn failure_reason(error: &PollError) -> &'static str {
     }
 }
 
-async fn start(app: &App, engine: &Arc<SensorEngine>, spec: &Arc<SensorSpec>) -> Result<SensorInstance, String> {
+async fn start(
+    app: &App,
+    engine: &Arc<SensorEngine>,
+    spec: &Arc<SensorSpec>,
+    instances: &InstanceFeed,
+) -> Result<SensorInstance, String> {
     let state = app.store.sensor_state(&spec.sensor_ref).await.map_err(|e| e.to_string())?;
-    SensorInstance::start(engine, spec.clone(), state).await.map_err(|e| match e {
+    SensorInstance::start(engine, spec.clone(), state, instances.clone()).await.map_err(|e| match e {
         StartError::Load(e) => e.to_string(),
         StartError::Failed(failure) => failure.to_string(),
     })

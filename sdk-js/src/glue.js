@@ -21,7 +21,7 @@ export function checkSensor(module, filename) {
 
 /** The WIT payload for the `index`th item a poll produced. */
 function payload(item, index) {
-  const [trigger, value] = item instanceof Emission ? [item.trigger, item.payload] : [null, item];
+  const [trigger, rule, value] = item instanceof Emission ? [item.trigger, item.rule ?? null, item.payload] : [null, null, item];
   let json;
   try {
     json = JSON.stringify(value);
@@ -29,7 +29,7 @@ function payload(item, index) {
     throw new TypeError(`poll item ${index} cannot be serialized as JSON: ${err.message}`);
   }
   if (json === undefined) throw new TypeError(`poll item ${index} cannot be serialized as JSON: it is ${typeof value}`);
-  return { trigger, json };
+  return { trigger, rule, json };
 }
 
 /** Everything one `poll(config)` produced: a generator, an array (any iterable), or nothing. */

@@ -31,21 +31,26 @@ test('a bundled sensor uses its npm dependency and the SDK through the shared gl
   installHost();
   const { guest } = await importBundle(await bundleSensor(BUNDLED_DEP, [fakeHostPlugin]));
   guest.init('{}');
-  assert.deepEqual(guest.poll(), [{ trigger: null, json: '{"n":1,"label":"00001"}' }]);
-  assert.deepEqual(guest.poll(), [{ trigger: null, json: '{"n":2,"label":"00002"}' }]);
+  assert.deepEqual(guest.poll(), [{ trigger: null, rule: null, json: '{"n":1,"label":"00001"}' }]);
+  assert.deepEqual(guest.poll(), [{ trigger: null, rule: null, json: '{"n":2,"label":"00002"}' }]);
 });
 
 test('TypeScript sensors build', async () => {
-  installHost();
-  const file = writeSensor('typed.ts', `import { emit } from '@attune/sensor';
+  installHost({ rules: [{ rule: 'pack.per_rule', trigger: 'pack.reading', params: { scale: 5 } }] });
+  const file = writeSensor('typed.ts', `import { emit, instances, type Instance } from '@attune/sensor';
 interface Reading { value: number }
 export function* poll(config: { scale: number }): Generator<unknown> {
   const r: Reading = { value: 2 * config.scale };
   yield emit('pack.reading', r);
+  const each: Instance<{ scale: number }>[] = instances.list<{ scale: number }>();
+  for (const instance of each) yield instance.emit({ value: 2 * instance.params.scale });
 }`);
   const { guest } = await importBundle(await bundleSensor(file, [fakeHostPlugin]));
   guest.init('{"scale": 3}');
-  assert.deepEqual(guest.poll(), [{ trigger: 'pack.reading', json: '{"value":6}' }]);
+  assert.deepEqual(guest.poll(), [
+    { trigger: 'pack.reading', rule: null, json: '{"value":6}' },
+    { trigger: 'pack.reading', rule: 'pack.per_rule', json: '{"value":10}' },
+  ]);
 });
 
 test('the CLI builds a component and says so on one stderr line', async () => {
@@ -75,5 +80,5 @@ test('the CLI fails clearly on a sensor without poll, a missing dependency or a 
 test('wit-dir prints the bundled WIT directory', async () => {
   const { code, stdout } = await cli('wit-dir');
   assert.equal(code, 0);
-  assert.ok(readFileSync(path.join(stdout.trim(), 'sensor.wit'), 'utf8').includes('package attune:sensor@0.1.0;'));
+  assert.ok(readFileSync(path.join(stdout.trim(), 'sensor.wit'), 'utf8').includes('package attune:sensor@0.2.0;'));
 });

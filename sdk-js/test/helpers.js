@@ -1,7 +1,7 @@
 // Runs the SDK's component JavaScript in Node: the same esbuild bundles the components embed,
 // with `attune:sensor/*` imports served by an in-memory fake host instead of the real one.
 
-/** esbuild plugin: `attune:sensor/<iface>@0.1.0` reads `globalThis.attuneHost[<iface>]` per call. */
+/** esbuild plugin: `attune:sensor/<iface>@0.2.0` reads `globalThis.attuneHost[<iface>]` per call. */
 export const fakeHostPlugin = {
   name: 'fake-attune-host',
   setup(build) {
@@ -24,13 +24,16 @@ function hostError(payload) {
 /**
  * A fresh fake host, installed as `globalThis.attuneHost`: `files` maps paths to contents (a
  * string, or an object for a directory), `respond(request)` answers HTTP (a thrown `{tag, val}`
- * is an `http-error`), and `logs` / `requests` record what the sensor did.
+ * is an `http-error`), `rules` are the trigger instances `{rule, trigger, params}` (params an
+ * object, or a string passed as is; change `host.rules` between polls), and `logs` / `requests`
+ * record what the sensor did.
  */
-export function installHost({ files = {}, respond = () => ({ status: 200, headers: [], body: new Uint8Array() }) } = {}) {
+export function installHost({ files = {}, rules = [], respond = () => ({ status: 200, headers: [], body: new Uint8Array() }) } = {}) {
   const store = new Map();
   const host = {
     logs: [],
     requests: [],
+    rules,
     store,
     log: { log: (level, message) => host.logs.push([level, message]) },
     state: {
@@ -41,6 +44,10 @@ export function installHost({ files = {}, respond = () => ({ status: 200, header
       },
       delete: (key) => store.delete(key),
       keys: () => [...store.keys()].sort(),
+    },
+    instances: {
+      current: () =>
+        host.rules.map(({ rule, trigger, params }) => ({ rule, trigger, params: typeof params === 'string' ? params : JSON.stringify(params) })),
     },
     clock: { nowMs: () => 1700000000000 },
     http: {

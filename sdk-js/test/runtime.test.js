@@ -38,8 +38,8 @@ describe('poll results', () => {
     installHost();
     const guest = start('export function* poll(config) { yield {status: 500}; yield {n: config.n}; }', { config: { n: 7 } });
     assert.deepEqual(guest.poll(), [
-      { trigger: null, json: '{"status":500}' },
-      { trigger: null, json: '{"n":7}' },
+      { trigger: null, rule: null, json: '{"status":500}' },
+      { trigger: null, rule: null, json: '{"n":7}' },
     ]);
   });
 
@@ -55,10 +55,42 @@ describe('poll results', () => {
     const source = `import { emit } from '@attune/sensor';
 export function* poll() { yield emit('pack.a', {x: 1}); yield {y: 2}; }`;
     assert.deepEqual(start(source).poll(), [
-      { trigger: 'pack.a', json: '{"x":1}' },
-      { trigger: null, json: '{"y":2}' },
+      { trigger: 'pack.a', rule: null, json: '{"x":1}' },
+      { trigger: null, rule: null, json: '{"y":2}' },
     ]);
     assert.match(errorOf(() => start(`import { emit } from '@attune/sensor';\nexport function poll() { return [emit('', 1)]; }`).poll()).message, /^TypeError: emit\(triggerRef, payload\) needs a trigger ref/);
+  });
+
+  test('emit with {rule} addresses one rule; a bad rule is an error that says what to pass', () => {
+    installHost();
+    const source = `import { emit } from '@attune/sensor';
+export function* poll() { yield emit('pack.a', {x: 1}, {rule: 'pack.r'}); yield emit('pack.a', {x: 2}, {rule: null}); yield emit('pack.a', 3, {}); }`;
+    assert.deepEqual(start(source).poll(), [
+      { trigger: 'pack.a', rule: 'pack.r', json: '{"x":1}' },
+      { trigger: 'pack.a', rule: null, json: '{"x":2}' },
+      { trigger: 'pack.a', rule: null, json: '3' },
+    ]);
+    const bad = `import { emit } from '@attune/sensor';\nexport function poll() { return [emit('pack.a', 1, {rule: 7})]; }`;
+    assert.equal(errorOf(() => start(bad).poll()).message, 'TypeError: emit(triggerRef, payload, {rule}) needs rule to be a rule ref such as "mypack.my_rule", or null');
+  });
+
+  test('instances are listed afresh on every poll, params parsed, each emitting to its own rule', () => {
+    const host = installHost({ rules: [{ rule: 'p.check_a', trigger: 'p.status', params: { url: 'http://a/', expect_status: 204 } }] });
+    const guest = start(`import { instances } from '@attune/sensor';
+export function* poll() {
+  for (const instance of instances.list()) yield instance.emit({ rule: instance.rule, trigger: instance.trigger, url: instance.params.url });
+}`);
+    assert.deepEqual(guest.poll(), [{ trigger: 'p.status', rule: 'p.check_a', json: '{"rule":"p.check_a","trigger":"p.status","url":"http://a/"}' }]);
+    host.rules.push({ rule: 'p.check_b', trigger: 'p.status', params: { url: 'http://b/' } });
+    assert.deepEqual(guest.poll().map((p) => [p.rule, JSON.parse(p.json).url]), [['p.check_a', 'http://a/'], ['p.check_b', 'http://b/']]);
+    host.rules.length = 0;
+    assert.deepEqual(guest.poll(), []);
+  });
+
+  test('instance params that are not a JSON object are an error naming the rule', () => {
+    installHost({ rules: [{ rule: 'p.bad', trigger: 'p.status', params: '[1]' }] });
+    const guest = start(`import { instances } from '@attune/sensor';\nexport function poll() { return instances.list(); }`);
+    assert.equal(errorOf(() => guest.poll()).message, 'TypeError: trigger_params of rule p.bad must be a JSON object, not array');
   });
 
   test('an item JSON cannot hold is an error naming its index', () => {

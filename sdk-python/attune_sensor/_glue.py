@@ -23,7 +23,7 @@ from wit_world import exports
 from wit_world.imports.types import Payload, SensorError
 
 from attune_sensor import Emit
-from attune_sensor._text import printable
+from attune_sensor._text import printable, wit_str
 
 __all__ = ["MODULE_NAME", "Guest", "load_source", "guarded"]
 
@@ -102,14 +102,18 @@ def _poll() -> list[Payload]:
 
 
 def _payload(index: int, item: Any) -> Payload:
-    trigger, document = (item.trigger, item.payload) if isinstance(item, Emit) else (None, item)
+    trigger, rule, document = (item.trigger, item.rule, item.payload) if isinstance(item, Emit) else (None, None, item)
     try:
         # NaN and infinities are not JSON; the host's parser would reject them.
         text = json.dumps(document, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
         raise type(exc)(f"payload {index} yielded by poll is not JSON-serializable: {exc}{notes}") from None
-    return Payload(trigger, text)
+    if isinstance(item, Emit):
+        # An Emit built directly rather than by emit() could hold anything; the bindings would trap.
+        trigger = wit_str(f"trigger of payload {index} yielded by poll", trigger)
+        rule = None if rule is None else wit_str(f"rule of payload {index} yielded by poll", rule)
+    return Payload(trigger, rule, text)
 
 
 def _bound() -> ModuleType:

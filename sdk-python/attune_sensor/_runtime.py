@@ -15,7 +15,7 @@ import urllib.parse, uuid  # noqa: E401,F401
 # datetime.strptime (_strptime), re's \N{...} and urllib.parse on non-ASCII hosts (unicodedata),
 # and "did you mean" hints in syntax errors (difflib).
 import _strptime, difflib, heapq, unicodedata  # noqa: E401,F401
-from attune_sensor import clock, fs, http, log, state  # noqa: F401
+from attune_sensor import clock, fs, http, instances, log, state  # noqa: F401
 
 from attune_sensor._glue import Guest, guarded, load_source
 

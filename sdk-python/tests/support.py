@@ -16,9 +16,9 @@ for path in (TESTS / "fake_bindings", SDK):
         sys.path.insert(0, str(path))
 
 from componentize_py_types import Err  # noqa: E402
-from wit_world.imports import clock, fs, http, log, state  # noqa: E402
+from wit_world.imports import clock, fs, http, instances, log, state  # noqa: E402
 
-fake_clock, fake_fs, fake_http, fake_log, fake_state = clock, fs, http, log, state
+fake_clock, fake_fs, fake_http, fake_instances, fake_log, fake_state = clock, fs, http, instances, log, state
 
 
 def reset_host() -> None:
@@ -29,6 +29,7 @@ def reset_host() -> None:
     fake_http.sent.clear()
     fake_http.handler = fake_http.no_handler
     fake_fs.files.clear()
+    fake_instances.instances.clear()
 
 
 def sensor_error(call):

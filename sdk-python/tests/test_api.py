@@ -5,8 +5,8 @@ import pathlib
 import unittest
 
 import support
-from attune_sensor import clock, emit, fs, http, log, state
-from support import fake_fs, fake_http, fake_log, fake_state
+from attune_sensor import Emit, Instance, clock, emit, fs, http, instances, log, state
+from support import fake_fs, fake_http, fake_instances, fake_log, fake_state
 
 
 class LogTest(unittest.TestCase):
@@ -132,12 +132,45 @@ class FsTest(unittest.TestCase):
             fs.list_dir("/")
 
 
+class InstancesTest(unittest.TestCase):
+    def setUp(self):
+        support.reset_host()
+
+    def test_list_parses_params_and_follows_the_host(self):
+        self.assertEqual(instances.list(), [])
+        fake_instances.instances[:] = [
+            fake_instances.Instance("p.check_a", "p.status", '{"url": "http://a/", "expect_status": 204}'),
+            fake_instances.Instance("p.check_b", "p.status", "{}"),
+        ]
+        self.assertEqual(
+            instances.list(),
+            [Instance("p.check_a", "p.status", {"url": "http://a/", "expect_status": 204}), Instance("p.check_b", "p.status", {})],
+        )
+        del fake_instances.instances[0]  # a rule disabled between two polls
+        self.assertEqual([i.rule for i in instances.list()], ["p.check_b"])
+
+    def test_instance_emit_addresses_its_rule_on_its_trigger(self):
+        instance = Instance("p.check_a", "p.status", {"url": "http://a/"})
+        self.assertEqual(instance.emit({"ok": True}), Emit("p.status", {"ok": True}, "p.check_a"))
+        self.assertEqual(len({instance, Instance("p.check_a", "p.status", {"url": "http://a/"})}), 1)  # hashable
+
+    def test_params_that_are_not_an_object_name_the_rule(self):
+        fake_instances.instances[:] = [fake_instances.Instance("p.bad", "p.status", "[1]")]
+        with self.assertRaisesRegex(TypeError, "trigger_params of rule 'p.bad' must be a JSON object, not list"):
+            instances.list()
+
+
 class EmitTest(unittest.TestCase):
     def test_emit(self):
         marker = emit("pack.a", {"x": 1})
-        self.assertEqual((marker.trigger, marker.payload), ("pack.a", {"x": 1}))
+        self.assertEqual((marker.trigger, marker.payload, marker.rule), ("pack.a", {"x": 1}, None))
+        self.assertEqual(emit("pack.a", [], rule="pack.r").rule, "pack.r")
         with self.assertRaises(TypeError):
             emit(None, {})
+        with self.assertRaisesRegex(TypeError, "emit\\(\\) rule must be a str, not int"):
+            emit("pack.a", {}, rule=1)
+        with self.assertRaises(TypeError):
+            emit("pack.a", {}, "pack.r")  # rule is keyword-only
 
 
 if __name__ == "__main__":

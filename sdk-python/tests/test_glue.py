@@ -69,6 +69,28 @@ class PayloadTest(unittest.TestCase):
         )
         self.assertEqual(payloads, [("p.a", {"x": 1}), (None, {"y": 2})])
 
+    def test_payloads_name_their_rule_only_when_addressed_to_one(self):
+        support.fake_instances.instances[:] = [support.fake_instances.Instance("p.r1", "p.a", '{"n": 1}')]
+        guest = serve(
+            """
+            from attune_sensor import Emit, emit, instances
+            def poll(config):
+                yield {"plain": True}
+                yield emit("p.a", {"all": True})
+                yield emit("p.a", {"one": True}, rule="p.r2")
+                for instance in instances.list():
+                    yield instance.emit(instance.params)
+            """
+        )
+        self.assertEqual(
+            [(p.trigger, p.rule, json.loads(p.json)) for p in guest.poll()],
+            [(None, None, {"plain": True}), ("p.a", None, {"all": True}), ("p.a", "p.r2", {"one": True}), ("p.a", "p.r1", {"n": 1})],
+        )
+
+    def test_a_hand_built_emit_is_checked_rather_than_trapping(self):
+        guest = serve("from attune_sensor import Emit\ndef poll(config): return [Emit('p.a', {}), Emit('p.a', {}, rule=7)]")
+        self.assertEqual(sensor_error(guest.poll).message, "TypeError: rule of payload 1 yielded by poll must be a str, not int")
+
     def test_a_returned_dict_is_refused_rather_than_iterated(self):
         guest = serve("def poll(config): return {'a': 1}")
         self.assertEqual(

@@ -66,6 +66,21 @@ class FixtureTest(unittest.TestCase):
     def test_multi_trigger(self):
         self.assertEqual(poll(load_fixture("multi_trigger.py")), [("fixtures.a", {"x": 1}), ("fixtures.b", {"y": 2})])
 
+    def test_instances_are_read_on_every_poll(self):
+        fake = support.fake_instances
+        guest = load(
+            "per_rule.py",
+            "from attune_sensor import instances\n"
+            "def poll(config):\n"
+            "    return [i.emit({'url': i.params['url']}) for i in instances.list()]\n",
+        )
+        self.assertEqual(guest.poll(), [])
+        fake.instances[:] = [fake.Instance("p.a", "p.t", '{"url": "http://a/"}'), fake.Instance("p.b", "p.t", '{"url": "http://b/"}')]
+        self.assertEqual(
+            [(p.trigger, p.rule, json.loads(p.json)) for p in guest.poll()],
+            [("p.t", "p.a", {"url": "http://a/"}), ("p.t", "p.b", {"url": "http://b/"})],
+        )
+
     def test_sizes(self):
         [(_, big)] = poll(load_fixture("big_payload.py"))
         self.assertEqual(len(big["blob"]), 200_000)

@@ -95,10 +95,8 @@ impl Server {
         secrets.insert("apitest.push", WEBHOOK_SECRET);
         secrets.insert("core.webhook", WEBHOOK_SECRET);
         secrets.insert("core.intervaltimer", WEBHOOK_SECRET);
-        let mut state = ApiState::new(app.clone())
-            .with_packs(std::slice::from_ref(&pack))
-            .with_webhook_secrets(secrets)
-            .with_pack_control(Arc::new(SamePack(pack)));
+        let mut state =
+            ApiState::new(app.clone()).with_webhook_secrets(secrets).with_pack_control(Arc::new(SamePack(pack)));
         if let Some(sensors) = sensors {
             state = state.with_sensors(sensors);
         }

@@ -48,10 +48,17 @@ async fn runs_a_pack_directory_and_a_sensor_manifest() {
     let config = json!({"url": server.url("/items")}).to_string();
     let pack = repo().join("sensors/examples_http");
     let manifest = pack.join("sensors/json_poller.yaml");
-    for target in [pack.as_path(), manifest.as_path()] {
+    // The pack has two sensors: the directory needs `--sensor`.
+    for (target, pick) in [(pack.as_path(), &["--sensor", "json_poller"][..]), (manifest.as_path(), &[][..])] {
         let target = target.to_path_buf();
-        let config = config.clone();
-        let result = tokio::task::spawn_blocking(move || sensor_run(&target, &["--config", &config])).await.unwrap();
+        let mut args: Vec<String> = pick.iter().map(|a| a.to_string()).collect();
+        args.extend(["--config".to_string(), config.clone()]);
+        let result = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sensor_run(&target, &args)
+        })
+        .await
+        .unwrap();
         assert_eq!(result.code, Some(0), "{}", result.stderr);
         assert_eq!(result.stdout.len(), 1, "{:?}", result.stdout);
         assert_eq!(result.stdout[0]["id"], 7);
@@ -211,7 +218,7 @@ fn serve_settings_come_from_flags_then_env_then_file_then_defaults() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let printed: Value = serde_yaml::from_slice(&output.stdout).unwrap();
+    let printed: Value = serde_yaml_ng::from_slice(&output.stdout).unwrap();
     assert_eq!(printed["listen"], "127.0.0.1:9002", "env over file");
     assert_eq!(printed["quarantine_after"], 9, "flag over env over file");
     assert_eq!(printed["backoff_max_ms"], 5000, "file over default");
@@ -253,4 +260,133 @@ fn pack_validate_checks_every_file() {
     let result = run(attune_host().args(["pack", "validate"]).arg(dir.path()));
     assert_eq!(result.code, Some(2));
     assert!(result.errors()[0].contains("r.yaml: trigger_params.expression: "), "{}", result.stderr);
+}
+
+/// `pack validate` on `target`: exit code, stdout, and the `error:` lines of stderr.
+fn pack_validate(target: &Path) -> (Option<i32>, String, String) {
+    let output = attune_host().args(["pack", "validate"]).arg(target).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
+
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.starts_with("error: ")).collect()
+}
+
+/// Every error of `tests/fixtures/packs/broken/weather` is reported, each naming its file and
+/// field: config against config_schema, a manifest that does not parse (with its line), unknown
+/// triggers with a did-you-mean, trigger_params against param_schema, and sensor code that
+/// does not load (syntax error, no `poll`, imports the runtime lacks).
+#[test]
+fn pack_validate_reports_every_error_naming_file_and_field() {
+    let dir = fixture("packs/broken");
+    let (code, stdout, stderr) = pack_validate(&dir);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.contains("good 0.1.0: ok (0 triggers, 0 sensors, 1 rules)"), "{stdout}");
+    assert!(!stdout.contains("weather"), "{stdout}");
+    let errors = error_lines(&stderr);
+    let expected = [
+        "weather/pack.yaml: config.tokne: unknown key `tokne`; did you mean `token`?",
+        "weather/triggers/typo.yaml: unknown field `descripton`",
+        "weather/sensors/wrong_trigger.yaml: triggers[0]: unknown trigger `weather.alrt`; did you mean `weather.alert`?",
+        "weather/rules/bad_params.yaml: trigger_params.city: 5 is not of type \"string\"",
+        "weather/rules/bad_params.yaml: trigger_params.abov: unknown key `abov`; did you mean `above`?",
+        "weather/rules/unknown_trigger.yaml: trigger: unknown trigger `weather.alret`; did you mean `weather.alert`?",
+        "weather/sensors/imports.py: ModuleNotFoundError: No module named 'attune_no_such_module'",
+        "weather/sensors/js_import.js: SyntaxError: imports other than @attune/sensor",
+        "weather/sensors/nopoll.py: nopoll.py defines no poll(config) function",
+        "weather/sensors/syntax.py: SyntaxError: '[' was never closed (syntax.py, line 4)",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{stderr}");
+    for (error, wanted) in errors.iter().zip(expected) {
+        assert!(error.contains(wanted), "expected `{wanted}` in: {error}");
+    }
+    // A manifest that does not parse keeps the parser's line and column.
+    assert!(errors[1].contains("at line 2 column 1"), "{}", errors[1]);
+    assert!(stderr.contains("10 errors in"), "{stderr}");
+}
+
+/// A single pack's rules may use the triggers of the packs beside it, as when `serve` loads
+/// their directory; a rule's trigger_params are checked against that trigger's param_schema.
+#[test]
+fn pack_validate_resolves_rules_against_the_packs_beside_it() {
+    let (code, stdout, stderr) = pack_validate(&fixture("packs/broken/good"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("good 0.1.0: ok (0 triggers, 0 sensors, 1 rules)"), "{stdout}");
+    assert!(stderr.contains("weather (1 triggers)"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let weather = dir.path().join("weather");
+    std::fs::create_dir_all(weather.join("triggers")).unwrap();
+    std::fs::write(weather.join("pack.yaml"), "ref: weather\nversion: 0.1.0\n").unwrap();
+    std::fs::copy(fixture("packs/broken/weather/triggers/alert.yaml"), weather.join("triggers/alert.yaml")).unwrap();
+    let good = dir.path().join("good");
+    std::fs::create_dir_all(good.join("rules")).unwrap();
+    std::fs::write(good.join("pack.yaml"), "ref: good\nversion: 0.1.0\n").unwrap();
+    std::fs::write(
+        good.join("rules/paris.yaml"),
+        "ref: good.paris\ntrigger: weather.alert\ntrigger_params: {above: 30}\naction: {ref: core.echo}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = pack_validate(&good);
+    assert_eq!(code, Some(2), "{stderr}");
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("paris.yaml: trigger_params.city: \"city\" is a required property"), "{stderr}");
+
+    // Alone, without the pack beside it, the trigger is unknown.
+    let alone = tempfile::tempdir().unwrap();
+    let copy = alone.path().join("good");
+    std::fs::create_dir_all(copy.join("rules")).unwrap();
+    std::fs::copy(good.join("pack.yaml"), copy.join("pack.yaml")).unwrap();
+    std::fs::copy(good.join("rules/paris.yaml"), copy.join("rules/paris.yaml")).unwrap();
+    let (code, _, stderr) = pack_validate(&copy);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(error_lines(&stderr)[0].contains("paris.yaml: trigger: unknown trigger `weather.alert`"), "{stderr}");
+}
+
+/// `serve` loads packs through the same checks: it refuses to start on what validate refuses,
+/// with the same text.
+#[test]
+fn serve_refuses_a_pack_that_validate_refuses() {
+    let data = tempfile::tempdir().unwrap();
+    let result = run(attune_host()
+        .args(["serve", "--listen", "127.0.0.1:0", "--packs"])
+        .arg(fixture("packs/broken"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("ATTUNE_CONFIG")
+        .env_remove("ATTUNE_DATABASE_URL"));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    let errors = result.errors();
+    assert!(
+        errors[0].contains("weather/pack.yaml: config.tokne: unknown key `tokne`; did you mean `token`?"),
+        "{}",
+        result.stderr
+    );
+}
+
+/// `sensor run` checks payloads against their trigger's payload_schema as `serve` does: the
+/// failing poll prints nothing, keeps no state and exits 1 naming the payload and the field.
+#[test]
+fn sensor_run_applies_the_payload_schema() {
+    let state = tempfile::NamedTempFile::new().unwrap();
+    let result = run(attune_host()
+        .args(["sensor", "run"])
+        .arg(fixture("packs/schema"))
+        .args(["--polls", "2", "--interval-ms", "0", "--state-file"])
+        .arg(state.path()));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    assert_eq!(result.stdout, [json!({"celsius": 21})], "only the first poll's payload");
+    let errors = result.errors();
+    assert_eq!(errors.len(), 1, "{}", result.stderr);
+    assert!(
+        errors[0].contains(
+            "schema.thermo: payload 1: does not match the payload_schema of `schema.reading`: \"celsius\" is a required property"
+        ),
+        "{}",
+        errors[0]
+    );
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(state.path()).unwrap()).unwrap();
+    assert_eq!(kept["n"], "1", "the failing poll's state is not committed: {kept}");
 }

@@ -27,31 +27,31 @@ async fn rule_changes_reach_the_other_host() {
     };
     let a = Arc::new(App::start(&config, &[]).await.unwrap());
     let b = Arc::new(App::start(&config, &[]).await.unwrap());
-    let follow_a = attune_host::rule_sync::follow(a.clone());
-    let follow_b = attune_host::rule_sync::follow(b.clone());
+    let follow_a = a.rules.follow(a.bus.as_ref());
+    let follow_b = b.rules.follow(b.bus.as_ref());
     // Both listeners are bound before the first change (a rule that B hears of on its
     // connect-time resync would pass this test without any message).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let hourly = json!({"ref": "hosts.tick", "trigger": "core.intervaltimer",
                         "trigger_params": {"interval": 1, "unit": "hours"}, "action": {"ref": "core.echo"}});
-    a.put_rule(RuleSpec::from_json(hourly.clone()).unwrap()).await.unwrap();
+    a.rules.put(RuleSpec::from_json(hourly.clone()).unwrap()).await.unwrap();
     eventually("the new rule", &b, async |b| b.pipeline.rule("hosts.tick").is_some()).await;
     eventually("its timer", &b, async |b| b.timers.state("hosts.tick").await.unwrap().is_some()).await;
 
     let mut minutely = hourly.clone();
     minutely["trigger_params"]["unit"] = json!("minutes");
-    a.put_rule(RuleSpec::from_json(minutely).unwrap()).await.unwrap();
+    a.rules.put(RuleSpec::from_json(minutely).unwrap()).await.unwrap();
     eventually("the changed schedule", &b, async |b| {
         b.pipeline.rule("hosts.tick").is_some_and(|r| r.trigger_params()["unit"] == "minutes")
     })
     .await;
 
-    a.set_rule_enabled("hosts.tick", false).await.unwrap().unwrap();
+    a.rules.set_enabled("hosts.tick", false).await.unwrap().unwrap();
     eventually("the disable", &b, async |b| b.pipeline.rule("hosts.tick").is_some_and(|r| !r.enabled())).await;
     eventually("the stopped timer", &b, async |b| b.timers.state("hosts.tick").await.unwrap().is_none()).await;
 
-    assert!(a.delete_rule("hosts.tick").await.unwrap());
+    assert!(a.rules.delete("hosts.tick").await.unwrap());
     eventually("the delete", &b, async |b| b.pipeline.rule("hosts.tick").is_none()).await;
 
     for task in [follow_a, follow_b] {

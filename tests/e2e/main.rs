@@ -8,8 +8,11 @@
 mod api;
 mod cli;
 mod contract;
+mod host;
 mod hosts;
+mod instances;
 mod limits;
+mod parity;
 mod pipeline;
 mod policy;
 mod serve;

@@ -40,7 +40,7 @@ async fn add_rules(app: &App) {
             "action": {"ref": "core.echo", "parameters": {
                 "message": "{{ event.payload.host }} is {{ event.payload.status }}", "team": "{{ pack.config.team }}"}}
         });
-        app.put_rule(RuleSpec::from_json(rule).unwrap()).await.unwrap();
+        app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
     }
 }
 
@@ -156,16 +156,17 @@ async fn sqlite_and_in_process_bus() {
     wait_for_empty_outbox(&app).await;
 
     // Rule changes are announced on the bus too.
-    app.set_rule_enabled("pipe.r1", false).await.unwrap();
-    app.put_rule(
-        RuleSpec::from_json(json!({"ref": "pipe.r1", "trigger": "pipe.status", "enabled": false,
+    app.rules.set_enabled("pipe.r1", false).await.unwrap();
+    app.rules
+        .put(
+            RuleSpec::from_json(json!({"ref": "pipe.r1", "trigger": "pipe.status", "enabled": false,
         "action": {"ref": "core.noop"}}))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
-    app.set_rule_enabled("pipe.r1", true).await.unwrap();
-    app.delete_rule("pipe.r1").await.unwrap();
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    app.rules.set_enabled("pipe.r1", true).await.unwrap();
+    app.rules.delete("pipe.r1").await.unwrap();
     let mut keys = Vec::new();
     while keys.len() < 104 {
         let message = tokio::time::timeout(Duration::from_secs(5), rule_changes.recv()).await.unwrap().unwrap();
@@ -257,14 +258,13 @@ async fn broker_cut_mid_stream_loses_no_enforcement() {
     };
     let app = Arc::new(App::start(&config, &[pack]).await.unwrap());
     let every = json!({"ref": "pipe.every", "trigger": "pipe.status", "action": {"ref": "core.echo"}});
-    app.put_rule(RuleSpec::from_json(every).unwrap()).await.unwrap();
+    app.rules.put(RuleSpec::from_json(every).unwrap()).await.unwrap();
 
     let producer = tokio::spawn({
         let app = app.clone();
         async move {
             for batch in 0..EVENTS / 50 {
-                let payloads =
-                    (0..50).map(|i| ("pipe.status".to_string(), json!({"status": batch * 50 + i}))).collect();
+                let payloads = (0..50).map(|i| ("pipe.status".to_string(), json!({"status": batch * 50 + i})));
                 app.pipeline.ingest(&sensor_source(), payloads, None).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

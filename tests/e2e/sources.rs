@@ -89,7 +89,7 @@ async fn sdk_built_components_run_with_their_dependencies() {
 async fn example_http_poller_emits_only_new_items() {
     let server = JsonServer::start(json!({"items": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]})).await;
     let pack = Pack::load(&repo().join("sensors/examples_http")).unwrap();
-    let mut spec = pack.sensors[0].clone();
+    let mut spec = pack.sensors.iter().find(|s| s.sensor_ref == "examples_http.json_poller").unwrap().clone();
     assert!(matches!(spec.code, SensorCode::Python(_)));
     spec.config = json!({"url": server.url("/items")});
 

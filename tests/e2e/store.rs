@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use attune_host::store::{
-    Commit, EnforcementRecord, EventRecord, ListFilter, Message, Store, StoredRule, TimerStateRecord,
+    Commit, EnforcementRecord, EnforcementStatus, EventRecord, ListFilter, Message, Store, StoredRule, TimerStateRecord,
 };
 use serde_json::json;
 
@@ -13,6 +13,7 @@ fn event(id: &str, trigger: &str, at: i64) -> EventRecord {
     EventRecord {
         id: id.into(),
         trigger_ref: trigger.into(),
+        rule_ref: None,
         source: "sensor:p.s".into(),
         payload: json!({"n": at}),
         created_at: at,
@@ -27,7 +28,7 @@ fn enforcement(id: &str, rule: &str, event_id: &str, at: i64) -> EnforcementReco
         trigger_ref: "p.t".into(),
         action_ref: "core.echo".into(),
         parameters: Some(json!({"message": "hi"})),
-        status: "scheduled".into(),
+        status: EnforcementStatus::Scheduled,
         error: None,
         created_at: at,
     }
@@ -129,6 +130,35 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(store.timer_state("p.timer").await.unwrap(), Some(later));
     store.delete_timer_state("p.timer").await.unwrap();
     assert_eq!(store.timer_state("p.timer").await.unwrap(), None);
+}
+
+/// `rule` reads one rule by ref, as `rules` lists it.
+async fn rule_by_ref(store: Arc<dyn Store>) {
+    let rule = |rule_ref: &str| StoredRule {
+        rule_ref: rule_ref.into(),
+        pack_ref: None,
+        trigger_ref: "p.t".into(),
+        enabled: true,
+        spec: json!({"ref": rule_ref}),
+    };
+    store.upsert_rule(&rule("p.a")).await.unwrap();
+    store.upsert_rule(&rule("p.b")).await.unwrap();
+    assert_eq!(store.rule("p.b").await.unwrap(), Some(rule("p.b")));
+    assert_eq!(store.rule("p.c").await.unwrap(), None);
+    assert!(store.delete_rule("p.b").await.unwrap());
+    assert_eq!(store.rule("p.b").await.unwrap(), None);
+    assert_eq!(store.rules().await.unwrap(), [rule("p.a")]);
+}
+
+#[tokio::test]
+async fn sqlite_store_reads_one_rule() {
+    let (store, _dir) = sqlite_store().await;
+    rule_by_ref(store).await;
+}
+
+#[tokio::test]
+async fn postgres_store_reads_one_rule() {
+    rule_by_ref(postgres_store().await).await;
 }
 
 #[tokio::test]

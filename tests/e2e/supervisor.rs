@@ -19,7 +19,7 @@ async fn failing_sensor_is_quarantined_and_restarts() {
     );
     // Sensors run only while an enabled rule uses their trigger.
     let rule = json!({"ref": "sup.on_webhook", "trigger": "core.webhook", "action": {"ref": "core.echo"}});
-    app.put_rule(RuleSpec::from_json(rule).unwrap()).await.unwrap();
+    app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
 
     let mut failing = spec(&fixture("js/throws.js"), json!({}));
     failing.sensor_ref = "sup.failing".into();
@@ -65,7 +65,7 @@ async fn failing_sensor_is_quarantined_and_restarts() {
     assert_ne!(status("sup.failing").state, SensorState::Idle);
 
     // Without a rule on their trigger, sensors stop.
-    app.delete_rule("sup.on_webhook").await.unwrap();
+    app.rules.delete("sup.on_webhook").await.unwrap();
     supervisor.reconcile();
     assert_eq!(status("sup.healthy").state, SensorState::Idle);
     supervisor.stop_all(std::time::Duration::from_secs(3)).await;
@@ -79,7 +79,7 @@ async fn stop_waits_for_the_poll_in_flight() {
         App::start(&AppConfig::new(format!("sqlite://{}", dir.path().join("a.db").display())), &[]).await.unwrap(),
     );
     let rule = json!({"ref": "sup.on_webhook", "trigger": "core.webhook", "action": {"ref": "core.echo"}});
-    app.put_rule(RuleSpec::from_json(rule).unwrap()).await.unwrap();
+    app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
     let mut slow = spec(&fixture("js/slow_poll.js"), json!({}));
     slow.sensor_ref = "sup.slow".into();
     slow.triggers = vec!["core.webhook".into()];

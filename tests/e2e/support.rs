@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use attune_host::capabilities::{AllowedHosts, GrantedPaths};
-use attune_host::sandbox::{EngineSettings, Grants, SensorEngine, SensorInstance, StartError};
+use attune_host::sandbox::{EngineSettings, Grants, InstanceFeed, SensorEngine, SensorInstance, StartError};
 use attune_host::sensor::SensorSpec;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,14 +63,14 @@ pub async fn start(spec: SensorSpec) -> SensorInstance {
 
 pub async fn start_with_state(spec: SensorSpec, state: BTreeMap<String, String>) -> SensorInstance {
     let name = spec.sensor_ref.clone();
-    match SensorInstance::start(&engine(), Arc::new(spec), state).await {
+    match SensorInstance::start(&engine(), Arc::new(spec), state, InstanceFeed::default()).await {
         Ok(sensor) => sensor,
         Err(e) => panic!("{name} did not start: {e}"),
     }
 }
 
 pub async fn try_start(spec: SensorSpec) -> Result<SensorInstance, StartError> {
-    SensorInstance::start(&engine(), Arc::new(spec), BTreeMap::new()).await
+    SensorInstance::start(&engine(), Arc::new(spec), BTreeMap::new(), InstanceFeed::default()).await
 }
 
 /// Payload documents of one successful poll.

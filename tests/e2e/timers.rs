@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use attune_host::app::{App, AppConfig, AppError};
+use attune_host::app::{App, AppConfig};
+use attune_host::catalog::TriggerUseError;
+use attune_host::rules::RuleChangeError;
 use attune_host::store::ListFilter;
 use attune_rules::RuleSpec;
 use serde_json::json;
@@ -54,8 +56,8 @@ async fn timer_rules_fire_for_their_own_rule_and_follow_changes() {
     let dir = tempfile::tempdir().unwrap();
     let app =
         App::start(&AppConfig::new(format!("sqlite://{}", dir.path().join("a.db").display())), &[]).await.unwrap();
-    app.put_rule(interval_rule("t.every_second", 1)).await.unwrap();
-    app.put_rule(interval_rule("t.every_hour", 3_600)).await.unwrap();
+    app.rules.put(interval_rule("t.every_second", 1)).await.unwrap();
+    app.rules.put(interval_rule("t.every_hour", 3_600)).await.unwrap();
 
     tokio::time::sleep(Duration::from_millis(2_600)).await;
     let fired = enforcements_of(&app, "t.every_second").await;
@@ -69,19 +71,19 @@ async fn timer_rules_fire_for_their_own_rule_and_follow_changes() {
     assert_eq!(fired[0].parameters.as_ref().unwrap()["at"], event.payload["scheduled_at"]);
 
     // Disabled: it stops at once.
-    app.set_rule_enabled("t.every_second", false).await.unwrap().unwrap();
+    app.rules.set_enabled("t.every_second", false).await.unwrap().unwrap();
     let at_disable = enforcements_of(&app, "t.every_second").await.len();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(enforcements_of(&app, "t.every_second").await.len(), at_disable);
 
     // A new schedule applies at once: the hourly rule becomes a 1 s timer.
-    app.put_rule(interval_rule("t.every_hour", 1)).await.unwrap();
+    app.rules.put(interval_rule("t.every_hour", 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_600)).await;
     assert!(!enforcements_of(&app, "t.every_hour").await.is_empty(), "the changed schedule did not apply");
 
     // Deleted: the timer and its state are gone (the scheduler deletes the state in the
     // background, after a fire in flight if there is one).
-    assert!(app.delete_rule("t.every_hour").await.unwrap());
+    assert!(app.rules.delete("t.every_hour").await.unwrap());
     let deleted = std::time::Instant::now();
     while app.store.timer_state("t.every_hour").await.unwrap().is_some() {
         assert!(deleted.elapsed() < Duration::from_secs(2), "the timer state outlived its rule");
@@ -100,8 +102,10 @@ async fn bad_trigger_params_are_rejected_when_the_rule_is_saved() {
         "action": {"ref": "core.echo"}
     }))
     .unwrap();
-    match app.put_rule(bad).await {
-        Err(AppError::Timer(e)) => assert_eq!(e.field, "trigger_params.expression", "{e}"),
+    match app.rules.put(bad).await {
+        Err(RuleChangeError::Trigger(TriggerUseError::Params(e))) => {
+            assert_eq!(e.field, "trigger_params.expression", "{e}")
+        }
         other => panic!("expected a trigger_params error, got {other:?}"),
     }
     assert!(app.store.rules().await.unwrap().is_empty(), "a rejected rule must not be stored");
@@ -110,6 +114,8 @@ async fn bad_trigger_params_are_rejected_when_the_rule_is_saved() {
         "action": {"ref": "core.echo"}
     }))
     .unwrap();
-    assert!(matches!(app.put_rule(past).await, Err(AppError::Timer(e)) if e.field == "trigger_params.fire_at"));
+    assert!(
+        matches!(app.rules.put(past).await, Err(RuleChangeError::Trigger(TriggerUseError::Params(e))) if e.field == "trigger_params.fire_at")
+    );
     app.shutdown().await;
 }

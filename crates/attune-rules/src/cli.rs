@@ -1,9 +1,9 @@
 //! `attune-host rule test <rule.yaml> <payload.json>`, minus the file reading.
 
+use crate::context::EventDocument;
 use crate::explain::explain_text;
-use crate::rule::{ActionContext, MatchInput, compile};
+use crate::rule::{ActionContext, compile};
 use crate::spec::RuleSpec;
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 /// What `rule test` prints and how it exits.
@@ -26,8 +26,8 @@ pub fn rule_test(rule_yaml: &str, rule_path: &str, payload_json: &str) -> RuleTe
 /// [`rule_test`] with a given pack config and time (`ctx.now` is also the event's `created_at`
 /// and the `now` of `timediff_*`).
 ///
-/// The event is `{"id": "test", "trigger": <rule trigger>, "payload": <payload>, "created_at": now}`
-/// and the trigger `{"ref": <rule trigger>, "params": <rule trigger_params>}`.
+/// The rule sees the documents of [`crate::context`], with the event of
+/// [`EventDocument::dry_run`].
 pub fn rule_test_with(
     rule_yaml: &str,
     rule_path: &str,
@@ -48,9 +48,8 @@ pub fn rule_test_with(
         Err(e) => return bad(format!("error: payload: invalid JSON: {e}\n")),
     };
     let now = ctx.now;
-    let trigger = json!({"ref": rule.trigger(), "params": rule.trigger_params()});
-    let event = json!({"id": "test", "trigger": rule.trigger(), "payload": payload, "created_at": timestamp(&now)});
-    let input = MatchInput { payload: &payload, trigger: &trigger, event: &event, now };
+    let event = EventDocument::dry_run(rule.trigger(), now);
+    let input = rule.input(&payload, &event, now);
     let explanation = rule.explain(&input);
     let action = rule.render_action(&input, ctx);
     let mut text = explain_text(&explanation, Some(&action));
@@ -63,8 +62,4 @@ pub fn rule_test_with(
         (false, _) => 1,
     };
     RuleTestOutcome { exit_code, text }
-}
-
-fn timestamp(now: &DateTime<Utc>) -> String {
-    now.to_rfc3339_opts(SecondsFormat::Millis, true)
 }

@@ -3,7 +3,8 @@
 //! action parameters rendered from `{{ .. }}` templates.
 //!
 //! ```
-//! use attune_rules::{compile, ActionContext, MatchInput, RuleSpec};
+//! use attune_rules::{compile, ActionContext, EventDocument, RuleSpec};
+//! use attune_rules::chrono::Utc;
 //! use serde_json::json;
 //!
 //! let spec = RuleSpec::from_yaml_str(r#"
@@ -18,9 +19,8 @@
 //! let rule = compile(spec).unwrap();
 //!
 //! let payload = json!({"status": 503, "host": "web-1"});
-//! let trigger = json!({"ref": "mypack.http_status", "params": {}});
-//! let event = json!({"id": "e1", "trigger": "mypack.http_status"}); // `event.payload` reads `payload`
-//! let input = MatchInput::new(&payload, &trigger, &event);
+//! let event = EventDocument::new("e1", "mypack.http_status", "sensor:mypack.poller", Utc::now());
+//! let input = rule.input(&payload, &event, Utc::now());
 //! assert!(rule.matches(&input));
 //! let params = rule.render_action(&input, &ActionContext::new(&json!({}))).unwrap();
 //! assert_eq!(params, json!({"message": "web-1 is down", "status": 503}));
@@ -84,6 +84,7 @@
 
 mod cli;
 mod condition;
+pub mod context;
 mod error;
 mod explain;
 mod glob;
@@ -99,6 +100,7 @@ mod tests;
 
 pub use cli::{RuleTestOutcome, rule_test, rule_test_with};
 pub use condition::{MAX_DEPTH, MAX_NODES};
+pub use context::EventDocument;
 pub use error::{RuleError, RuleErrorKind, SpecFormat, SpecParseError};
 pub use explain::{ConditionExplanation, Explanation, LeafExplanation, LeafOutcome, explain_text};
 pub use index::RuleIndex;

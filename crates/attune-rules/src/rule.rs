@@ -13,34 +13,22 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
-/// What a rule is matched against: one event.
+/// What one rule is matched against: one event. Built only by [`CompiledRule::input`] (see
+/// [`crate::context`]), so every caller gives rules the same documents.
 ///
 /// Field paths and templates read `payload.*`, `trigger.*` and `event.*` from here. `event` may
 /// leave out its `payload` key: `event.payload.*` then reads `payload`, so the host need not copy
 /// the payload into an event document.
 #[derive(Debug, Clone, Copy)]
 pub struct MatchInput<'a> {
-    /// The event's payload.
-    pub payload: &'a Value,
-    /// The trigger that fired, e.g. `{"ref": "mypack.http_status", "params": {..}}`.
-    pub trigger: &'a Value,
-    /// The stored event, e.g. `{"id": .., "trigger": .., "created_at": .., "payload": ..}`.
-    pub event: &'a Value,
+    pub(crate) payload: &'a Value,
+    pub(crate) trigger: &'a Value,
+    pub(crate) event: &'a Value,
     /// "Now" for `timediff_lt` / `timediff_gt`.
-    pub now: DateTime<Utc>,
+    pub(crate) now: DateTime<Utc>,
 }
 
 impl<'a> MatchInput<'a> {
-    /// An input evaluated at the current time.
-    pub fn new(payload: &'a Value, trigger: &'a Value, event: &'a Value) -> Self {
-        MatchInput { payload, trigger, event, now: Utc::now() }
-    }
-
-    /// The same input evaluated at `now`.
-    pub fn at(self, now: DateTime<Utc>) -> Self {
-        MatchInput { now, ..self }
-    }
-
     /// Follows `steps` under the `event` root.
     fn event_steps(&self, steps: &[Step]) -> Option<&'a Value> {
         if let [Step::Key(first), rest @ ..] = steps
@@ -76,6 +64,8 @@ pub struct CompiledRule {
     pack: String,
     conditions: Option<Node>,
     parameters: Template,
+    /// `{"ref", "params"}`: what the rule reads under `trigger.*`, built once.
+    trigger_document: Value,
 }
 
 /// Template roots of action parameters and what each allows under it.
@@ -133,7 +123,8 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, RuleError> {
     let parameters = Template::compile(&parameters, String::new(), &Roots::Only(ACTION_ROOTS))
         .map_err(|e| template_error(rule_ref, e))?;
     let pack = rule_ref.split_once('.').map(|(p, _)| p.to_owned()).unwrap_or_default();
-    Ok(CompiledRule { spec, pack, conditions, parameters })
+    let trigger_document = crate::context::trigger_document(&spec.trigger, &spec.trigger_params);
+    Ok(CompiledRule { spec, pack, conditions, parameters, trigger_document })
 }
 
 fn template_error(rule_ref: &str, e: TemplateError) -> RuleError {
@@ -171,6 +162,11 @@ impl CompiledRule {
     /// The rule's `trigger_params`.
     pub fn trigger_params(&self) -> &Map<String, Value> {
         &self.spec.trigger_params
+    }
+
+    /// What the rule reads under `trigger.*`.
+    pub(crate) fn trigger_document(&self) -> &Value {
+        &self.trigger_document
     }
 
     /// The action to enforce on a match.

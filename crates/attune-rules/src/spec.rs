@@ -52,7 +52,7 @@ fn default_true() -> bool {
 impl RuleSpec {
     /// Parses a YAML document (JSON documents are YAML too).
     pub fn from_yaml_str(text: &str) -> Result<RuleSpec, SpecParseError> {
-        serde_yaml::from_str(text).map_err(|e| {
+        serde_yaml_ng::from_str(text).map_err(|e| {
             let location = e.location();
             SpecParseError {
                 format: SpecFormat::Yaml,
@@ -128,6 +128,7 @@ action: {ref: core.echo, parameters: {message: "{{ event.payload.host }} is down
         let err = RuleSpec::from_yaml_str("ref: p.r\ntrigger: p.t\nacton: {ref: core.echo}\n").unwrap_err();
         assert!(err.message.contains("acton"), "{err}");
         assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("line 3 column 1"), "the message keeps the location: {err}");
         let err = RuleSpec::from_json_str("{\"ref\": \"p.r\",\n \"trigger\": 5}").unwrap_err();
         assert_eq!(err.format, SpecFormat::Json);
         assert_eq!(err.line, Some(2));

@@ -23,9 +23,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::app::AppError;
 use crate::auth::AuthError;
+use crate::catalog::TriggerUseError;
 use crate::pipeline::{IngestError, Rejected};
+use crate::rules::RuleChangeError;
 use crate::store::StoreError;
 
 /// The body of every error response.
@@ -115,12 +116,21 @@ impl From<attune_rules::RuleError> for ApiError {
     }
 }
 
-impl From<AppError> for ApiError {
-    fn from(e: AppError) -> Self {
+impl From<RuleChangeError> for ApiError {
+    fn from(e: RuleChangeError) -> Self {
         match e {
-            AppError::Rule(e) => e.into(),
-            AppError::Store(e) => e.into(),
-            AppError::Timer(e) => ApiError::unprocessable("bad_trigger_params", e.message).with_field(e.field),
+            RuleChangeError::Invalid(e) => e.into(),
+            RuleChangeError::Trigger(TriggerUseError::Unknown { message, .. }) => {
+                ApiError::unprocessable("unknown_trigger", message).with_field("trigger")
+            }
+            RuleChangeError::Trigger(TriggerUseError::Params(e)) => {
+                ApiError::unprocessable("bad_trigger_params", e.message).with_field(e.field)
+            }
+            RuleChangeError::Exists(rule_ref) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", format!("rule `{rule_ref}` exists")).with_field("ref")
+            }
+            RuleChangeError::NotFound(rule_ref) => ApiError::not_found(format!("no rule `{rule_ref}`")),
+            RuleChangeError::Store(e) => e.into(),
             other => {
                 tracing::error!("API request failed: {other}");
                 ApiError::internal(other.to_string())
@@ -142,10 +152,6 @@ impl ApiError {
                     Rejected::Undeclared { index, .. } => {
                         ApiError::new(StatusCode::FORBIDDEN, "trigger_not_allowed", message)
                             .with_field(field_of(index, "trigger"))
-                    }
-                    Rejected::TooLarge { index, .. } => {
-                        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
-                            .with_field(field_of(index, "payload"))
                     }
                     Rejected::Schema { index, .. } => {
                         ApiError::unprocessable("schema_mismatch", message).with_field(field_of(index, "payload"))

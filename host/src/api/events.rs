@@ -23,6 +23,8 @@ pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1_000;
 /// Payloads per `POST /events` request.
 pub const MAX_BATCH: usize = 1_000;
+/// Largest payload `POST /events` accepts, serialized: the same as a sensor's default limit.
+pub const MAX_PAYLOAD_BYTES: usize = crate::limits::DEFAULT_MAX_PAYLOAD_BYTES;
 
 /// A stored event.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -30,6 +32,10 @@ pub struct EventOut {
     /// UUIDv7, ordered by creation time.
     pub id: String,
     pub trigger: String,
+    /// The rule instance the event is for (a timer's rule, or the rule a sensor payload named);
+    /// absent when it is for every rule on its trigger.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// `sensor:<ref>`, `timer:<rule>`, `webhook` or `api:<token name>`.
     pub source: String,
     #[schema(value_type = Object)]
@@ -43,6 +49,7 @@ impl From<EventRecord> for EventOut {
         EventOut {
             id: e.id,
             trigger: e.trigger_ref,
+            rule: e.rule_ref,
             source: e.source,
             payload: e.payload,
             created_at: rfc3339(e.created_at),
@@ -77,7 +84,7 @@ impl From<EnforcementRecord> for EnforcementOut {
             trigger: e.trigger_ref,
             action: e.action_ref,
             parameters: e.parameters,
-            status: e.status,
+            status: e.status.as_str().to_string(),
             error: e.error,
             created_at: rfc3339(e.created_at),
         }
@@ -301,10 +308,19 @@ pub async fn ingest(
             return Err(ApiError::unprocessable("payload_not_object", "a payload is a JSON object")
                 .with_field(field_of(index, "payload")));
         }
+        let size = item.payload.to_string().len();
+        if size > MAX_PAYLOAD_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("payload {index}: {size} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}"),
+            )
+            .with_field(field_of(index, "payload")));
+        }
     }
     let triggers = items.iter().map(|i| i.trigger.clone()).collect();
     let source = Source::Api { token: principal.name.clone(), triggers };
-    let payloads = items.into_iter().map(|i| (i.trigger, i.payload)).collect();
+    let payloads = items.into_iter().map(|i| (i.trigger, i.payload));
     let ingested =
         state.app.pipeline.ingest(&source, payloads, None).await.map_err(|e| ApiError::from_ingest(e, field_of))?;
     Ok((StatusCode::CREATED, Json(IngestedOut { event_ids: ingested.event_ids, enforcements: ingested.enforcements })))

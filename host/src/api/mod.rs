@@ -41,8 +41,7 @@ mod packs;
 mod rules;
 mod webhooks;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{Method, header};
@@ -63,52 +62,26 @@ pub use webhooks::{SIGNATURE_HEADER, WEBHOOK_MAX_BODY_BYTES, WebhookSecrets, sig
 
 use crate::app::App;
 use crate::auth::{self, Access};
-use crate::pack::{CORE_TRIGGERS, Pack, PackError};
+use crate::catalog::TriggerDef;
+use crate::pack::{Pack, PackError};
 use crate::supervisor::SensorChanges;
 
 /// Everything the handlers need. Cheap to clone (all shared).
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub app: Arc<App>,
-    /// What the loaded packs define; replaced by a pack reload.
-    catalog: Arc<RwLock<Arc<Catalog>>>,
     /// Per-trigger webhook secrets; a trigger without one has no webhook.
     pub webhook_secrets: Arc<WebhookSecrets>,
     /// The sensor supervisor; `None` makes the sensor routes answer 503.
     pub sensors: Option<Arc<dyn SensorControl>>,
     /// Reloads the packs directory; `None` makes `POST /packs/reload` answer 503.
     pub packs: Option<Arc<dyn PackControl>>,
-    /// Serialises rule writes made through the API, so `POST /rules` (create only if absent)
-    /// and `PUT` (replace only if present) cannot race each other.
-    rule_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ApiState {
-    /// A state with only the core triggers, no webhook secrets and no sensor supervisor.
+    /// A state with the app's packs, no webhook secrets and no sensor supervisor.
     pub fn new(app: Arc<App>) -> Self {
-        ApiState {
-            app,
-            catalog: Arc::new(RwLock::new(Arc::new(Catalog::of(&[])))),
-            webhook_secrets: Arc::default(),
-            sensors: None,
-            packs: None,
-            rule_writes: Arc::default(),
-        }
-    }
-
-    /// The triggers and pack configs of `packs` (plus the core triggers).
-    pub fn with_packs(self, packs: &[Pack]) -> Self {
-        self.set_packs(packs);
-        self
-    }
-
-    /// Replaces the catalog, for every clone of this state (after a pack reload).
-    pub fn set_packs(&self, packs: &[Pack]) {
-        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Catalog::of(packs));
-    }
-
-    pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+        ApiState { app, webhook_secrets: Arc::default(), sensors: None, packs: None }
     }
 
     pub fn with_pack_control(mut self, packs: Arc<dyn PackControl>) -> Self {
@@ -140,30 +113,10 @@ pub trait SensorControl: Send + Sync + std::fmt::Debug {
 /// Pack loading as the API sees it.
 #[async_trait::async_trait]
 pub trait PackControl: Send + Sync + std::fmt::Debug {
-    /// Loads the packs directory again and applies it: new triggers and configs, new pack
-    /// rules, sensors added, replaced (keeping their state) or removed. On an error nothing
-    /// changes. Returns the packs now loaded.
+    /// Loads the packs directory again and applies it: the app's pack catalog (new triggers and
+    /// configs), new pack rules, sensors added, replaced (keeping their state) or removed. On an
+    /// error nothing changes. Returns the packs now loaded.
     async fn reload(&self) -> Result<(Vec<Pack>, SensorChanges), PackError>;
-}
-
-/// What the loaded packs define, as the API shows and checks it.
-#[derive(Debug, Clone, Default)]
-pub struct Catalog {
-    /// What `GET /triggers` lists, and the triggers a rule saved through the API may name.
-    pub triggers: Vec<TriggerInfo>,
-    pub packs: Vec<PackInfo>,
-    /// Pack configs by pack ref, for `{{ pack.config.* }}` in `POST /rules/test`.
-    pub pack_configs: HashMap<String, Value>,
-}
-
-impl Catalog {
-    pub fn of(packs: &[Pack]) -> Self {
-        Catalog {
-            triggers: TriggerInfo::catalog(packs),
-            packs: packs.iter().map(PackInfo::of).collect(),
-            pack_configs: packs.iter().map(|p| (p.manifest.pack_ref.clone(), p.manifest.config.clone())).collect(),
-        }
-    }
 }
 
 /// One sensor in `GET /sensors`: the supervisor's view of it.
@@ -185,35 +138,14 @@ pub struct TriggerInfo {
 }
 
 impl TriggerInfo {
-    /// The core triggers, then every pack's, in pack order.
-    pub fn catalog(packs: &[Pack]) -> Vec<TriggerInfo> {
-        let core = CORE_TRIGGERS.iter().map(|trigger_ref| TriggerInfo {
-            trigger_ref: trigger_ref.to_string(),
-            pack: "core".into(),
-            description: core_description(trigger_ref).into(),
-            payload_schema: None,
-            param_schema: None,
-        });
-        let packed = packs.iter().flat_map(|pack| {
-            pack.triggers.iter().map(|t| TriggerInfo {
-                trigger_ref: t.trigger_ref.clone(),
-                pack: pack.manifest.pack_ref.clone(),
-                description: t.description.clone(),
-                payload_schema: t.payload_schema.clone(),
-                param_schema: t.param_schema.clone(),
-            })
-        });
-        core.chain(packed).collect()
-    }
-}
-
-fn core_description(trigger_ref: &str) -> &'static str {
-    match trigger_ref {
-        "core.intervaltimer" => "Fires every `interval` `unit` (trigger_params: {interval, unit}).",
-        "core.crontimer" => "Fires on a cron schedule (trigger_params: {expression, timezone}).",
-        "core.datetimetimer" => "Fires once at `fire_at` (trigger_params: {fire_at}).",
-        "core.webhook" => "A signed HTTP POST to /api/v1/webhooks/core.webhook; the payload is the JSON body.",
-        _ => "",
+    pub fn of(trigger: &TriggerDef) -> Self {
+        TriggerInfo {
+            trigger_ref: trigger.trigger_ref.clone(),
+            pack: trigger.pack.clone(),
+            description: trigger.description.clone(),
+            payload_schema: trigger.payload_schema().cloned(),
+            param_schema: trigger.param_schema().cloned(),
+        }
     }
 }
 

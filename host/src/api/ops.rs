@@ -95,7 +95,7 @@ pub async fn openapi() -> Response {
 #[utoipa::path(get, path = "/api/v1/triggers", tag = "ops", security(("bearer" = [])),
     responses((status = 200, body = TriggerList), (status = 401, body = ErrorBody)))]
 pub async fn triggers(State(state): State<ApiState>) -> Json<TriggerList> {
-    Json(TriggerList { triggers: state.catalog().triggers.clone() })
+    Json(TriggerList { triggers: state.app.catalog.current().triggers().iter().map(TriggerInfo::of).collect() })
 }
 
 fn supervisor(state: &ApiState) -> Result<&dyn SensorControl, ApiError> {

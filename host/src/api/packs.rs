@@ -52,7 +52,7 @@ pub struct ReloadOut {
 #[utoipa::path(get, path = "/api/v1/packs", tag = "packs", security(("bearer" = [])),
     responses((status = 200, body = PackList), (status = 401, body = ErrorBody)))]
 pub async fn list(State(state): State<ApiState>) -> Json<PackList> {
-    Json(PackList { packs: state.catalog().packs.clone() })
+    Json(PackList { packs: state.app.catalog.current().packs().iter().map(PackInfo::of).collect() })
 }
 
 /// Load the packs directory again and apply it without a restart: new and changed triggers,
@@ -73,6 +73,5 @@ pub async fn reload(State(state): State<ApiState>) -> Result<Json<ReloadOut>, Ap
             None => error,
         }
     })?;
-    state.set_packs(&packs);
     Ok(Json(ReloadOut { packs: packs.iter().map(PackInfo::of).collect(), sensors }))
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use attune_rules::{ActionContext, CompiledRule, DryRun, MatchInput, RuleSpec};
+use attune_rules::{ActionContext, CompiledRule, DryRun, EventDocument, RuleSpec};
+
+use crate::rules::RuleChangeError;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -72,14 +74,16 @@ pub struct RuleQuery {
     pub after: Option<String>,
 }
 
-/// `POST /rules/test`: a rule (not saved) and a payload to evaluate it against.
+/// `POST /rules/test`: a rule (not saved) and what to evaluate it against: a `payload`, or the
+/// stored event `event_id` (its payload, id, source and time, exactly as live matching saw it).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleTestIn {
     #[schema(value_type = RuleDoc)]
     pub rule: Value,
-    #[schema(value_type = Object)]
-    pub payload: Value,
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+    pub event_id: Option<String>,
 }
 
 /// A dry run: whether the rule matches, why (condition by condition, as `attune-host rule
@@ -117,31 +121,25 @@ impl DryRunOut {
     }
 }
 
-/// Parses and compiles a rule document; errors are 422 naming the field under `prefix`.
-/// A rule on a trigger that is not in [`ApiState::triggers`] is refused too (a typo in
-/// `trigger` would otherwise make a rule that never fires).
-fn compile_rule(state: &ApiState, value: Value, prefix: &str) -> Result<CompiledRule, ApiError> {
+/// Parses a rule document; errors are 422 naming the field under `prefix`.
+fn parse_rule(value: Value, prefix: &str) -> Result<RuleSpec, ApiError> {
     if !value.is_object() {
         return Err(ApiError::unprocessable("invalid_body", "a rule is a JSON object").with_field(prefix));
     }
-    let spec: RuleSpec = from_value(value, prefix)?;
-    let rule = attune_rules::compile(spec).map_err(|e| {
-        let field = join_field(prefix, &e.field);
-        ApiError::from(e).with_field(field)
-    })?;
-    if !state.catalog().triggers.iter().any(|t| t.trigger_ref == rule.trigger()) {
-        return Err(ApiError::unprocessable("unknown_trigger", format!("unknown trigger `{}`", rule.trigger()))
-            .with_field(join_field(prefix, "trigger")));
+    from_value(value, prefix)
+}
+
+/// A refused rule change as an API error, its field under `prefix` (`rule` in a dry run).
+fn refused(e: RuleChangeError, prefix: &str) -> ApiError {
+    let error = ApiError::from(e);
+    match error.body.field.clone() {
+        Some(field) => error.with_field(join_field(prefix, &field)),
+        None => error,
     }
-    Ok(rule)
 }
 
 fn rule_json(rule: &CompiledRule) -> Result<Value, ApiError> {
     serde_json::to_value(rule.spec()).map_err(|e| ApiError::internal(e.to_string()))
-}
-
-async fn stored_rule(state: &ApiState, rule_ref: &str) -> Result<Option<Value>, ApiError> {
-    Ok(state.app.store.rules().await?.into_iter().find(|r| r.rule_ref == rule_ref).map(|r| r.spec))
 }
 
 fn no_rule(rule_ref: &str) -> ApiError {
@@ -154,7 +152,7 @@ fn no_rule(rule_ref: &str) -> ApiError {
         (status = 403, body = ErrorBody)))]
 pub async fn list(State(state): State<ApiState>, ApiQuery(q): ApiQuery<RuleQuery>) -> Result<Json<RuleList>, ApiError> {
     let limit = checked_limit(q.limit)?;
-    let mut rules = state.app.store.rules().await?;
+    let mut rules = state.app.rules.list().await?;
     rules.sort_by(|a, b| a.rule_ref.cmp(&b.rule_ref));
     let page: Vec<_> = rules
         .into_iter()
@@ -176,13 +174,7 @@ pub async fn create(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let rule = compile_rule(&state, body, "")?;
-    let _writing = state.rule_writes.lock().await;
-    if stored_rule(&state, rule.rule_ref()).await?.is_some() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("rule `{}` exists", rule.rule_ref()))
-            .with_field("ref"));
-    }
-    let rule = state.app.put_rule(rule.spec().clone()).await?;
+    let rule = state.app.rules.create(parse_rule(body, "")?).await?;
     Ok((StatusCode::CREATED, Json(rule_json(&rule)?)))
 }
 
@@ -191,7 +183,7 @@ pub async fn create(
     params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
     responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody)))]
 pub async fn get_one(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<Json<Value>, ApiError> {
-    stored_rule(&state, &rule_ref).await?.map(Json).ok_or_else(|| no_rule(&rule_ref))
+    state.app.rules.get(&rule_ref).await?.map(|r| Json(r.spec)).ok_or_else(|| no_rule(&rule_ref))
 }
 
 /// Replace a rule. The body's `ref` may be omitted; if given it must equal the path's.
@@ -215,12 +207,7 @@ pub async fn replace(
             Some(_) => {}
         }
     }
-    let rule = compile_rule(&state, body, "")?;
-    let _writing = state.rule_writes.lock().await;
-    if stored_rule(&state, &rule_ref).await?.is_none() {
-        return Err(no_rule(&rule_ref));
-    }
-    let rule = state.app.put_rule(rule.spec().clone()).await?;
+    let rule = state.app.rules.replace(parse_rule(body, "")?).await?;
     Ok(Json(rule_json(&rule)?))
 }
 
@@ -229,8 +216,7 @@ pub async fn replace(
     params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
 pub async fn delete(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<StatusCode, ApiError> {
-    let _writing = state.rule_writes.lock().await;
-    if state.app.delete_rule(&rule_ref).await? { Ok(StatusCode::NO_CONTENT) } else { Err(no_rule(&rule_ref)) }
+    if state.app.rules.delete(&rule_ref).await? { Ok(StatusCode::NO_CONTENT) } else { Err(no_rule(&rule_ref)) }
 }
 
 /// Enable a rule.
@@ -250,26 +236,50 @@ pub async fn disable(State(state): State<ApiState>, Path(rule_ref): Path<String>
 }
 
 async fn set_enabled(state: &ApiState, rule_ref: &str, enabled: bool) -> Result<Json<Value>, ApiError> {
-    let _writing = state.rule_writes.lock().await;
     let rule: Arc<CompiledRule> =
-        state.app.set_rule_enabled(rule_ref, enabled).await?.ok_or_else(|| no_rule(rule_ref))?;
+        state.app.rules.set_enabled(rule_ref, enabled).await?.ok_or_else(|| no_rule(rule_ref))?;
     Ok(Json(rule_json(&rule)?))
 }
 
-/// Dry-run a rule (not saved) against a payload, now, with its pack's config.
+/// Dry-run a rule (not saved) against a payload or a stored event, now, with its pack's config.
+/// The rule sees the same documents as live matching builds.
 #[utoipa::path(post, path = "/api/v1/rules/test", tag = "rules", security(("bearer" = [])), request_body = RuleTestIn,
-    responses((status = 200, body = DryRunOut), (status = 422, description = "The rule does not compile; `field` is under `rule.`", body = ErrorBody)))]
+    responses((status = 200, body = DryRunOut),
+        (status = 404, description = "No stored event `event_id`", body = ErrorBody),
+        (status = 422, description = "The rule does not compile (`field` under `rule.`), neither or both of `payload` and `event_id`, or an event of another trigger", body = ErrorBody)))]
 pub async fn test(State(state): State<ApiState>, ApiJson(body): ApiJson) -> Result<Json<DryRunOut>, ApiError> {
-    let RuleTestIn { rule, payload } = from_value(body, "")?;
-    let rule = compile_rule(&state, rule, "rule")?;
-    let no_config = json!({});
-    let catalog = state.catalog();
-    let pack_config = catalog.pack_configs.get(rule.pack()).unwrap_or(&no_config);
-    let ctx = ActionContext::new(pack_config);
-    // The same documents as `attune-host rule test` builds.
-    let trigger = json!({"ref": rule.trigger(), "params": rule.trigger_params()});
-    let created_at = ctx.now.to_rfc3339_opts(attune_rules::chrono::SecondsFormat::Millis, true);
-    let event = json!({"id": "test", "trigger": rule.trigger(), "payload": payload, "created_at": created_at});
-    let input = MatchInput { payload: &payload, trigger: &trigger, event: &event, now: ctx.now };
-    Ok(Json(DryRunOut::new(rule.dry_run(&input, &ctx))?))
+    let RuleTestIn { rule, payload, event_id } = from_value(body, "")?;
+    let rule = state.app.rules.check(parse_rule(rule, "rule")?).map_err(|e| refused(e, "rule"))?.rule;
+    let catalog = state.app.catalog.current();
+    let ctx = ActionContext::new(catalog.pack_config(rule.pack()));
+    let (payload, event) = match (payload, event_id) {
+        (Some(payload), None) => (payload, EventDocument::dry_run(rule.trigger(), ctx.now)),
+        (None, Some(id)) => {
+            let event =
+                state.app.store.event(&id).await?.ok_or_else(|| ApiError::not_found(format!("no event `{id}`")))?;
+            if event.trigger_ref != rule.trigger() {
+                return Err(ApiError::unprocessable(
+                    "trigger_mismatch",
+                    format!(
+                        "event `{id}` is for trigger `{}`; the rule listens on `{}`",
+                        event.trigger_ref,
+                        rule.trigger()
+                    ),
+                )
+                .with_field("event_id"));
+            }
+            let document = crate::pipeline::event_document(&event);
+            (event.payload, document)
+        }
+        (None, None) => {
+            return Err(
+                ApiError::unprocessable("missing_field", "give `payload` (or `event_id`)").with_field("payload")
+            );
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::unprocessable("conflicting_fields", "give `payload` or `event_id`, not both")
+                .with_field("event_id"));
+        }
+    };
+    Ok(Json(DryRunOut::new(rule.dry_run(&rule.input(&payload, &event, ctx.now), &ctx))?))
 }

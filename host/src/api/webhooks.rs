@@ -169,7 +169,7 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<IngestedOut>), ApiError> {
-    let timer = trigger_ref.starts_with("core.") && trigger_ref != "core.webhook";
+    let timer = attune_timers::is_timer_trigger(&trigger_ref);
     let Some(secret) = state.webhook_secrets.get(&trigger_ref).filter(|_| !timer) else {
         return Err(ApiError::not_found(format!("no webhook for trigger `{trigger_ref}`")));
     };

@@ -1,13 +1,10 @@
 //! Event generator: a payload becomes an event only if its trigger exists, its source declared
-//! that trigger, it fits the size limit and it is valid against the trigger's `payload_schema`.
-//! A rejected payload is reported back to its source and nothing of it is stored.
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! that trigger and it is valid against the trigger's `payload_schema`. A rejected payload is
+//! reported back to its source and nothing of it is stored.
 
 use serde_json::Value;
 
-use crate::pack::{Pack, TriggerManifest};
+use crate::catalog::PackCatalog;
 use crate::store::{EventRecord, now_micros};
 
 /// Where payloads come from.
@@ -54,6 +51,28 @@ impl Source {
     }
 }
 
+/// One payload offered to the pipeline, from any source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    pub trigger: String,
+    /// The rule instance it is for: only that rule sees the event. `None`: every rule on the trigger.
+    pub rule: Option<String>,
+    pub document: Value,
+}
+
+impl From<(String, Value)> for Payload {
+    /// A payload for every rule on `trigger`.
+    fn from((trigger, document): (String, Value)) -> Self {
+        Self { trigger, rule: None, document }
+    }
+}
+
+impl From<crate::sandbox::SensorPayload> for Payload {
+    fn from(p: crate::sandbox::SensorPayload) -> Self {
+        Self { trigger: p.trigger, rule: p.rule, document: p.payload }
+    }
+}
+
 /// Why a payload was refused; `index` is its position in the batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
@@ -61,115 +80,35 @@ pub enum Rejected {
     UnknownTrigger { index: usize, trigger: String },
     #[error("payload {index}: trigger `{trigger}` is not declared by {origin}")]
     Undeclared { index: usize, trigger: String, origin: String },
-    #[error("payload {index}: {size} bytes exceeds the limit of {limit}")]
-    TooLarge { index: usize, size: usize, limit: usize },
     #[error("payload {index}: does not match the payload_schema of `{trigger}`: {errors}")]
     Schema { index: usize, trigger: String, errors: String },
 }
 
-/// A trigger as the generator knows it: its schema compiled once.
-struct TriggerCheck {
-    schema: Option<jsonschema::Validator>,
-}
-
-/// The known triggers, replaced whole when packs are (re)loaded.
-#[derive(Default)]
-pub struct TriggerCatalog {
-    triggers: HashMap<String, TriggerCheck>,
-}
-
-impl std::fmt::Debug for TriggerCatalog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TriggerCatalog").field("triggers", &self.triggers.len()).finish()
-    }
-}
-
-/// A trigger whose `payload_schema` is not a valid JSON Schema.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("trigger `{trigger}`: payload_schema: {message}")]
-pub struct BadSchema {
-    pub trigger: String,
-    pub message: String,
-}
-
-impl TriggerCatalog {
-    /// The core triggers plus every pack's.
-    pub fn new<'a>(packs: impl IntoIterator<Item = &'a Pack>) -> Result<Self, BadSchema> {
-        let mut catalog = Self::default();
-        for core in crate::pack::CORE_TRIGGERS {
-            catalog.triggers.insert(core.to_string(), TriggerCheck { schema: None });
-        }
-        for trigger in packs.into_iter().flat_map(|p| &p.triggers) {
-            catalog.add(trigger)?;
-        }
-        Ok(catalog)
-    }
-
-    pub fn add(&mut self, trigger: &TriggerManifest) -> Result<(), BadSchema> {
-        let schema = match &trigger.payload_schema {
-            None | Some(Value::Null) => None,
-            Some(schema) => Some(
-                jsonschema::validator_for(schema)
-                    .map_err(|e| BadSchema { trigger: trigger.trigger_ref.clone(), message: e.to_string() })?,
-            ),
-        };
-        self.triggers.insert(trigger.trigger_ref.clone(), TriggerCheck { schema });
-        Ok(())
-    }
-
-    pub fn contains(&self, trigger: &str) -> bool {
-        self.triggers.contains_key(trigger)
-    }
-}
-
-/// Checks a batch of payloads and turns them into events, all or none.
-#[derive(Debug)]
-pub struct EventGenerator {
-    catalog: Arc<TriggerCatalog>,
-    max_payload_bytes: usize,
-}
-
-impl EventGenerator {
-    pub fn new(catalog: Arc<TriggerCatalog>, max_payload_bytes: usize) -> Self {
-        Self { catalog, max_payload_bytes }
-    }
-
-    pub fn generate(&self, source: &Source, payloads: Vec<(String, Value)>) -> Result<Vec<EventRecord>, Rejected> {
-        let created_at = now_micros();
-        payloads
-            .into_iter()
-            .enumerate()
-            .map(|(index, (trigger, payload))| {
-                let Some(check) = self.catalog.triggers.get(&trigger) else {
-                    return Err(Rejected::UnknownTrigger { index, trigger });
-                };
-                if !source.declares(&trigger) {
-                    return Err(Rejected::Undeclared { index, trigger, origin: source.label() });
+/// Checks a batch of payloads against `catalog` and turns them into events, all or none. Sizes
+/// are checked by each source against its own limit (a sensor's `max_payload_bytes`, the API's
+/// body limits), before the payloads get here.
+pub fn generate(catalog: &PackCatalog, source: &Source, payloads: Vec<Payload>) -> Result<Vec<EventRecord>, Rejected> {
+    let created_at = now_micros();
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(index, Payload { trigger, rule, document: payload })| {
+            if catalog.trigger(&trigger).is_none() {
+                return Err(Rejected::UnknownTrigger { index, trigger });
+            }
+            if !source.declares(&trigger) {
+                return Err(Rejected::Undeclared { index, trigger, origin: source.label() });
+            }
+            catalog.check_payload(index, &trigger, &payload)?;
+            let (id, rule_ref) = match source {
+                Source::Timer { rule_ref, scheduled_at } => {
+                    (derived_id(*scheduled_at, &format!("{rule_ref}\0{scheduled_at}\0{index}")), Some(rule_ref.clone()))
                 }
-                let size = payload.to_string().len();
-                if size > self.max_payload_bytes {
-                    return Err(Rejected::TooLarge { index, size, limit: self.max_payload_bytes });
-                }
-                if let Some(schema) = &check.schema {
-                    let errors: Vec<String> = schema
-                        .iter_errors(&payload)
-                        .take(3)
-                        .map(|e| format!("{} at `{}`", e, e.instance_path()))
-                        .collect();
-                    if !errors.is_empty() {
-                        return Err(Rejected::Schema { index, trigger, errors: errors.join("; ") });
-                    }
-                }
-                let id = match source {
-                    Source::Timer { rule_ref, scheduled_at } => {
-                        derived_id(*scheduled_at, &format!("{rule_ref}\0{scheduled_at}\0{index}"))
-                    }
-                    _ => uuid::Uuid::now_v7().to_string(),
-                };
-                Ok(EventRecord { id, trigger_ref: trigger, source: source.label(), payload, created_at })
-            })
-            .collect()
-    }
+                _ => (uuid::Uuid::now_v7().to_string(), rule),
+            };
+            Ok(EventRecord { id, trigger_ref: trigger, rule_ref, source: source.label(), payload, created_at })
+        })
+        .collect()
 }
 
 /// A UUIDv7 for Unix time `micros` whose random bits are a hash of `key`: ordered by time like

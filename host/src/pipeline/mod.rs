@@ -7,20 +7,19 @@
 
 mod generator;
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use attune_rules::{ActionContext, CompiledRule, MatchInput, RuleIndex};
+use attune_rules::chrono::{DateTime, Utc};
+use attune_rules::{ActionContext, CompiledRule, EventDocument, MatchInput, RuleIndex};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-pub use generator::{BadSchema, EventGenerator, Rejected, Source, TriggerCatalog, derived_id};
+pub use generator::{Payload, Rejected, Source, derived_id};
 
-use crate::limits::Limits;
+use crate::catalog::{PackCatalog, SharedCatalog};
 use crate::metrics::Metrics;
-use crate::pack::Pack;
-use crate::sandbox::StateDelta;
-use crate::store::{Commit, EnforcementRecord, EventRecord, GroupCommitter, Message, StoreError};
+use crate::sandbox::{StateDelta, TriggerInstance};
+use crate::store::{Commit, EnforcementRecord, EnforcementStatus, EventRecord, GroupCommitter, Message, StoreError};
 use attune_bus::routing::{ENFORCEMENT_CREATED, EVENT_CREATED};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +40,9 @@ pub struct Ingested {
 /// The pipeline shared by every payload source.
 #[derive(Debug)]
 pub struct Pipeline {
-    generator: RwLock<Arc<EventGenerator>>,
+    /// Triggers (their payload schemas) and pack configs (`{{ pack.config.* }}`).
+    catalog: Arc<SharedCatalog>,
     rules: RwLock<RuleIndex>,
-    /// Config of each pack, read by `{{ pack.config.* }}` in action parameters.
-    pack_configs: RwLock<HashMap<String, Value>>,
     committer: GroupCommitter,
     /// The relay's wake-up: notified after every commit that wrote outbox rows.
     outbox_written: Arc<Notify>,
@@ -52,31 +50,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline for the core triggers and those of `packs`, with no rules yet.
+    /// A pipeline for the triggers of `catalog` (as it is at each payload), with no rules yet.
     pub fn new(
-        packs: &[Pack],
+        catalog: Arc<SharedCatalog>,
         committer: GroupCommitter,
         outbox_written: Arc<Notify>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, BadSchema> {
-        let (generator, pack_configs) = from_packs(packs)?;
-        Ok(Self {
-            generator: RwLock::new(generator),
-            rules: RwLock::default(),
-            pack_configs: RwLock::new(pack_configs),
-            committer,
-            outbox_written,
-            metrics,
-        })
-    }
-
-    /// Takes the triggers (with their payload schemas) and configs of `packs`, replacing those
-    /// of earlier packs: at start and after a reload. On error nothing changes.
-    pub fn set_packs(&self, packs: &[Pack]) -> Result<(), BadSchema> {
-        let (generator, pack_configs) = from_packs(packs)?;
-        *self.generator.write().unwrap_or_else(|e| e.into_inner()) = generator;
-        *self.pack_configs.write().unwrap_or_else(|e| e.into_inner()) = pack_configs;
-        Ok(())
+    ) -> Self {
+        Self { catalog, rules: RwLock::default(), committer, outbox_written, metrics }
     }
 
     /// Adds or replaces a rule; it applies to the next payload.
@@ -101,6 +82,21 @@ impl Pipeline {
         !self.rules.read().unwrap_or_else(|e| e.into_inner()).rules_for(trigger).is_empty()
     }
 
+    /// The enabled rules on `triggers`, with their `trigger_params`: the instances a sensor
+    /// declaring those triggers serves.
+    pub fn instances_for(&self, triggers: &[String]) -> Vec<TriggerInstance> {
+        let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
+        triggers
+            .iter()
+            .flat_map(|trigger| rules.rules_for(trigger))
+            .map(|rule| TriggerInstance {
+                rule: rule.rule_ref().to_string(),
+                trigger: rule.trigger().to_string(),
+                params: Value::Object(rule.trigger_params().clone()),
+            })
+            .collect()
+    }
+
     /// Refs of every rule, enabled or not.
     pub fn rule_refs(&self) -> Vec<String> {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).iter().map(|r| r.rule_ref().to_string()).collect()
@@ -113,31 +109,28 @@ impl Pipeline {
     /// Checks `payloads` (trigger ref, document) from `source`, stores them as events with their
     /// enforcements, outbox messages and `state` writes, all or nothing, and returns the event
     /// ids. A rejected payload rejects the batch: nothing is stored, state included.
-    pub async fn ingest(
+    pub async fn ingest<P: Into<Payload>>(
         &self,
         source: &Source,
-        payloads: Vec<(String, Value)>,
+        payloads: impl IntoIterator<Item = P>,
         state: Option<(String, StateDelta)>,
     ) -> Result<Ingested, IngestError> {
-        let generator = self.generator.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let events = generator.generate(source, payloads).inspect_err(|_| self.metrics.rejected(source.kind()))?;
+        let catalog = self.catalog.current();
+        let payloads = payloads.into_iter().map(Into::into).collect();
+        let events =
+            generator::generate(&catalog, source, payloads).inspect_err(|_| self.metrics.rejected(source.kind()))?;
         let mut commit = Commit::default();
         if let Some((sensor_ref, delta)) = state {
             commit.sensor_ref = Some(sensor_ref);
             commit.state = delta;
         }
-        // A timer's events are for its own rule only, not for every rule on the timer trigger.
-        let only_rule = match source {
-            Source::Timer { rule_ref, .. } => Some(rule_ref.as_str()),
-            _ => None,
-        };
-        self.match_rules(&events, only_rule, &mut commit);
+        self.match_rules(&catalog, &events, &mut commit);
         commit.outbox.extend(events.iter().map(event_message));
         let ingested = Ingested {
             event_ids: events.iter().map(|e| e.id.clone()).collect(),
             enforcements: commit.enforcements.len(),
         };
-        let failed = commit.enforcements.iter().filter(|e| e.status == "failed").count();
+        let failed = commit.enforcements.iter().filter(|e| e.status == EnforcementStatus::Failed).count();
         commit.events = events;
         let has_messages = !commit.outbox.is_empty();
         self.committer.commit(commit).await.map_err(IngestError::Store)?;
@@ -148,25 +141,26 @@ impl Pipeline {
         Ok(ingested)
     }
 
-    fn match_rules(&self, events: &[EventRecord], only_rule: Option<&str>, commit: &mut Commit) {
+    fn match_rules(&self, catalog: &PackCatalog, events: &[EventRecord], commit: &mut Commit) {
         let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
-        let pack_configs = self.pack_configs.read().unwrap_or_else(|e| e.into_inner());
-        let no_config = Value::Object(Default::default());
+        let now = Utc::now();
         for event in events {
             let candidates = rules.rules_for(&event.trigger_ref);
             if candidates.is_empty() {
                 continue;
             }
-            // `event.payload` is read from `payload` by the rule engine: no copy here.
-            let event_doc = json!({"id": event.id, "trigger": event.trigger_ref, "source": event.source,
-                                   "created_at": event.created_at});
-            let trigger_doc = json!({"ref": event.trigger_ref});
-            let input = MatchInput::new(&event.payload, &trigger_doc, &event_doc);
-            let wanted = |rule: &&Arc<CompiledRule>| only_rule.is_none_or(|only| rule.rule_ref() == only);
-            for rule in candidates.iter().filter(wanted).filter(|rule| rule.matches(&input)) {
-                let pack_config = pack_configs.get(rule.pack()).unwrap_or(&no_config);
-                let enforcement = enforce(rule, event, &input, pack_config);
-                if enforcement.status == "scheduled" {
+            let document = event_document(event);
+            // An event for one rule instance (a timer's, or a sensor payload naming its rule)
+            // reaches that rule only.
+            let wanted =
+                |rule: &&Arc<CompiledRule>| event.rule_ref.as_deref().is_none_or(|only| rule.rule_ref() == only);
+            for rule in candidates.iter().filter(wanted) {
+                let input = rule.input(&event.payload, &document, now);
+                if !rule.matches(&input) {
+                    continue;
+                }
+                let enforcement = enforce(rule, event, &input, catalog.pack_config(rule.pack()));
+                if enforcement.status == EnforcementStatus::Scheduled {
                     commit.outbox.push(enforcement_message(&enforcement));
                 }
                 commit.enforcements.push(enforcement);
@@ -175,12 +169,13 @@ impl Pipeline {
     }
 }
 
-/// The event generator for the triggers of `packs`, and their configs by pack ref.
-fn from_packs(packs: &[Pack]) -> Result<(Arc<EventGenerator>, HashMap<String, Value>), BadSchema> {
-    let catalog = Arc::new(TriggerCatalog::new(packs)?);
-    let generator = Arc::new(EventGenerator::new(catalog, Limits::default().max_payload_bytes));
-    let configs = packs.iter().map(|p| (p.manifest.pack_ref.clone(), p.manifest.config.clone())).collect();
-    Ok((generator, configs))
+/// What rules read under `event.*` of a stored event: the same document every dry run builds.
+pub fn event_document(event: &EventRecord) -> EventDocument {
+    EventDocument::new(&event.id, &event.trigger_ref, &event.source, micros_to_time(event.created_at))
+}
+
+fn micros_to_time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
 /// One enforcement of `rule` for `event`. Its id is derived from both (a UUIDv7 at the event's
@@ -188,10 +183,10 @@ fn from_packs(packs: &[Pack]) -> Result<(Arc<EventGenerator>, HashMap<String, Va
 /// uniqueness makes it a no-op.
 fn enforce(rule: &CompiledRule, event: &EventRecord, input: &MatchInput<'_>, pack_config: &Value) -> EnforcementRecord {
     let (parameters, status, error) = match rule.render_action(input, &ActionContext::new(pack_config)) {
-        Ok(parameters) => (Some(parameters), "scheduled", None),
+        Ok(parameters) => (Some(parameters), EnforcementStatus::Scheduled, None),
         Err(e) => {
             tracing::warn!(rule = rule.rule_ref(), event = %event.id, "enforcement failed: {e}");
-            (None, "failed", Some(e.to_string()))
+            (None, EnforcementStatus::Failed, Some(e.to_string()))
         }
     };
     EnforcementRecord {
@@ -201,7 +196,7 @@ fn enforce(rule: &CompiledRule, event: &EventRecord, input: &MatchInput<'_>, pac
         trigger_ref: event.trigger_ref.clone(),
         action_ref: rule.action_ref().to_string(),
         parameters,
-        status: status.to_string(),
+        status,
         error,
         created_at: event.created_at,
     }

@@ -13,5 +13,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use attune::sensor::{clock, fs, http, log, state, types};
+pub use attune::sensor::{clock, fs, http, instances, log, state, types};
 pub use exports::attune::sensor::{guest, source_loader};

@@ -158,6 +158,7 @@ pub struct SensorCtx {
     pub state: StateView,
     pub log: Arc<LogSink>,
     pub grants: Arc<Grants>,
+    pub instances: super::InstanceFeed,
     pub http_client: reqwest::Client,
     /// Wall-clock deadline of the current call; host calls such as HTTP respect it too.
     pub deadline: Instant,

@@ -13,7 +13,7 @@ use super::bindings::{guest, types};
 use super::ctx::{GuestOutput, LogSink, SensorCtx};
 use super::limiter::SensorLimiter;
 use super::state::{StateDelta, StateView};
-use super::{EPOCH_TICK, LoadError, Prepared, SensorCode, SensorEngine, SensorFailure};
+use super::{EPOCH_TICK, InstanceFeed, LoadError, Prepared, SensorCode, SensorEngine, SensorFailure, TriggerInstance};
 use crate::sensor::SensorSpec;
 
 /// One payload accepted from a poll, with its trigger resolved.
@@ -21,6 +21,8 @@ use crate::sensor::SensorSpec;
 pub struct SensorPayload {
     /// Trigger ref; empty only for a bare source file run without a manifest.
     pub trigger: String,
+    /// The rule instance the payload is for (only that rule sees it); `None` for every rule.
+    pub rule: Option<String>,
     pub payload: Value,
 }
 
@@ -48,6 +50,8 @@ pub struct SensorInstance {
     /// Source text for the language runtimes, read once.
     source: Option<(String, String)>,
     log: Arc<LogSink>,
+    /// The rules on the sensor's triggers, as its `instances.current` import reports them.
+    instances: InstanceFeed,
     live: Option<Live>,
     /// The state as last committed, used to seed a fresh instance.
     committed: BTreeMap<String, String>,
@@ -75,11 +79,35 @@ pub enum StartError {
 
 impl SensorInstance {
     /// Loads the sensor's component, instantiates it, loads its source (runtimes) and runs `init`.
+    /// The sensor's `instances` import reads `instances` (which its owner keeps current).
     pub async fn start(
         engine: &Arc<SensorEngine>,
         spec: Arc<SensorSpec>,
         state: BTreeMap<String, String>,
+        instances: InstanceFeed,
     ) -> Result<Self, StartError> {
+        let mut instance = Self::open(engine, spec, state, instances).await?;
+        instance.ensure_live().await?;
+        Ok(instance)
+    }
+
+    /// Loads the sensor's code as [`SensorInstance::start`] does (compile or load the
+    /// component, instantiate it and, for the language runtimes, load the source, which
+    /// catches a syntax error, a missing `poll` or an import the runtime lacks) without calling
+    /// `init` or `poll`. `pack validate` checks every sensor with it.
+    pub async fn check(engine: &Arc<SensorEngine>, spec: &SensorSpec) -> Result<(), StartError> {
+        let spec = Arc::new(spec.clone());
+        let mut instance = Self::open(engine, spec, BTreeMap::new(), InstanceFeed::default()).await?;
+        instance.instantiate().await.map(drop)
+    }
+
+    /// The prepared component and the source text, with no instance yet.
+    async fn open(
+        engine: &Arc<SensorEngine>,
+        spec: Arc<SensorSpec>,
+        state: BTreeMap<String, String>,
+        instances: InstanceFeed,
+    ) -> Result<Self, LoadError> {
         let prepared = engine.prepare(&spec.code).await?;
         let source = match &spec.code {
             SensorCode::Python(path) | SensorCode::JavaScript(path) => {
@@ -92,18 +120,17 @@ impl SensorInstance {
             SensorCode::Component(_) => None,
         };
         let log = LogSink::new(spec.sensor_ref.as_str().into());
-        let mut instance = Self {
+        Ok(Self {
             engine: engine.clone(),
             prepared,
             spec,
             source,
             log,
+            instances,
             live: None,
             committed: state,
             last_fuel_used: 0,
-        };
-        instance.ensure_live().await?;
-        Ok(instance)
+        })
     }
 
     pub fn spec(&self) -> &SensorSpec {
@@ -140,12 +167,14 @@ impl SensorInstance {
             return Err(SensorFailure::Trap("no live instance".into()));
         };
         let started = Instant::now();
+        // A payload may name any instance the sensor could have seen during the call.
+        let seen = self.instances.current();
         begin_call(&mut live.store, &self.spec, &self.log);
         let call = live.guest.call_poll(&mut live.store);
         let result = tokio::time::timeout(self.spec.limits_timeout(), call).await;
         let outcome = finish_call(result, &mut live.store, &self.spec);
         self.last_fuel_used = fuel_used(&live.store, &self.spec);
-        let outcome = outcome.and_then(|payloads| self.check_payloads(payloads));
+        let outcome = outcome.and_then(|payloads| self.check_payloads(payloads, &seen));
         let live = self.live.as_mut().ok_or_else(|| SensorFailure::Trap("no live instance".into()))?;
         match outcome {
             Ok(payloads) => {
@@ -168,6 +197,24 @@ impl SensorInstance {
         if self.live.is_some() {
             return Ok(());
         }
+        let (mut store, guest) = self.instantiate().await?;
+        let spec = self.spec.clone();
+        let config = spec.config.to_string();
+        begin_call(&mut store, &spec, &self.log);
+        let result = tokio::time::timeout(spec.limits_timeout(), guest.call_init(&mut store, &config)).await;
+        let init = finish_call(result, &mut store, &spec);
+        self.last_fuel_used = fuel_used(&store, &spec);
+        init?;
+        // Whatever `init` stored is kept: it ran to completion.
+        let delta = store.data_mut().state.take_delta();
+        super::apply_delta(&mut self.committed, &delta);
+        self.live = Some(Live { store, guest });
+        Ok(())
+    }
+
+    /// A fresh instance in a fresh store, with the sensor's source loaded (language runtimes);
+    /// `init` is not called. A source the runtime refuses is a [`LoadError::Source`].
+    async fn instantiate(&mut self) -> Result<(Store<SensorCtx>, guest::Guest), StartError> {
         let mut store = self.new_store();
         let spec = self.spec.clone();
         let instance = {
@@ -185,18 +232,7 @@ impl SensorInstance {
             }
             (failure, _) => StartError::Failed(failure),
         })?;
-
-        let config = spec.config.to_string();
-        begin_call(&mut store, &spec, &self.log);
-        let result = tokio::time::timeout(spec.limits_timeout(), guest.call_init(&mut store, &config)).await;
-        let init = finish_call(result, &mut store, &spec);
-        self.last_fuel_used = fuel_used(&store, &spec);
-        init?;
-        // Whatever `init` stored is kept: it ran to completion.
-        let delta = store.data_mut().state.take_delta();
-        super::apply_delta(&mut self.committed, &delta);
-        self.live = Some(Live { store, guest });
-        Ok(())
+        Ok((store, guest))
     }
 
     async fn load_source(&mut self, store: &mut Store<SensorCtx>, instance: &Instance) -> Result<(), SensorFailure> {
@@ -220,6 +256,7 @@ impl SensorInstance {
             state: StateView::new(self.committed.clone()),
             log: self.log.clone(),
             grants: self.spec.grants.clone(),
+            instances: self.instances.clone(),
             http_client: self.engine.http_client.clone(),
             deadline: Instant::now(),
         };
@@ -232,7 +269,11 @@ impl SensorInstance {
         store
     }
 
-    fn check_payloads(&self, raw: Vec<types::Payload>) -> Result<Vec<SensorPayload>, SensorFailure> {
+    fn check_payloads(
+        &self,
+        raw: Vec<types::Payload>,
+        seen: &[TriggerInstance],
+    ) -> Result<Vec<SensorPayload>, SensorFailure> {
         let limits = &self.spec.limits;
         if raw.len() > limits.max_events_per_poll {
             return Err(SensorFailure::TooManyPayloads { count: raw.len(), limit: limits.max_events_per_poll });
@@ -252,12 +293,44 @@ impl SensorInstance {
                 if !payload.is_object() {
                     return Err(SensorFailure::BadPayload { index, reason: "a payload must be a JSON object".into() });
                 }
-                let trigger = self.spec.resolve_trigger(p.trigger.as_deref()).map_err(|declared| {
+                let named = match &p.rule {
+                    Some(rule) => Some(self.instance_trigger(index, rule, p.trigger.as_deref(), seen)?),
+                    None => p.trigger.clone(),
+                };
+                let trigger = self.spec.resolve_trigger(named.as_deref()).map_err(|declared| {
                     SensorFailure::UndeclaredTrigger { index, trigger: p.trigger.clone().unwrap_or_default(), declared }
                 })?;
-                Ok(SensorPayload { trigger, payload })
+                Ok(SensorPayload { trigger, rule: p.rule, payload })
             })
             .collect()
+    }
+}
+
+impl SensorInstance {
+    /// The trigger of the instance `rule` that payload `index` names: an instance the sensor
+    /// saw, whose trigger agrees with the one the payload names, if any.
+    fn instance_trigger(
+        &self,
+        index: usize,
+        rule: &str,
+        named: Option<&str>,
+        seen: &[TriggerInstance],
+    ) -> Result<String, SensorFailure> {
+        let current = self.instances.current();
+        let Some(instance) = seen.iter().chain(current.iter()).find(|i| i.rule == rule) else {
+            let known: Vec<&str> = current.iter().map(|i| i.rule.as_str()).collect();
+            return Err(SensorFailure::BadPayload {
+                index,
+                reason: format!("rule `{rule}` is not an instance of this sensor (instances: [{}])", known.join(", ")),
+            });
+        };
+        match named {
+            Some(trigger) if trigger != instance.trigger => Err(SensorFailure::BadPayload {
+                index,
+                reason: format!("rule `{rule}` is on trigger `{}`, not `{trigger}`", instance.trigger),
+            }),
+            _ => Ok(instance.trigger.clone()),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod cache;
 mod ctx;
 mod error;
 mod instance;
+mod instances;
 mod limiter;
 mod state;
 
@@ -22,6 +23,7 @@ use wasmtime::{Config, Engine, OptLevel};
 pub use ctx::Grants;
 pub use error::{LoadError, SensorFailure};
 pub use instance::{PollOutput, SensorInstance, SensorPayload, StartError};
+pub use instances::{InstanceFeed, TriggerInstance};
 pub use state::{StateDelta, apply_delta};
 
 use bindings::{SourceRuntime, guest, source_loader};
@@ -222,9 +224,9 @@ impl SensorEngine {
             .linker
             .instantiate_pre(component)
             .map_err(|e| LoadError::Link { path: path.into(), reason: format!("{e:#}") })?;
-        let guest = guest::GuestIndices::new(&pre).map_err(|_| wrong_world("attune:sensor/guest@0.1.0"))?;
+        let guest = guest::GuestIndices::new(&pre).map_err(|_| wrong_world("attune:sensor/guest@0.2.0"))?;
         let loader = if is_runtime {
-            Some(source_loader::GuestIndices::new(&pre).map_err(|_| wrong_world("attune:sensor/source-loader@0.1.0"))?)
+            Some(source_loader::GuestIndices::new(&pre).map_err(|_| wrong_world("attune:sensor/source-loader@0.2.0"))?)
         } else {
             None
         };

@@ -1,121 +1,41 @@
-//! Durable storage behind one narrow interface, with two implementations generated from the same
-//! SQL: SQLite (embedded default, a file under `data/`) and PostgreSQL (production). Migrations
-//! for both dialects live in `migrations/`, with matching versions.
+//! Durable storage, split by concern into narrow traits that [`Store`] sums up, each implemented
+//! for SQLite (embedded default, a file under `data/`) and PostgreSQL (production) from the same
+//! SQL. Migrations for both dialects live in `migrations/`, with matching versions.
+//!
+//! | concern | trait | file |
+//! |---|---|---|
+//! | events, enforcements, outbox (the commit path) | [`EventStore`] | `events.rs` |
+//! | rules | [`RuleStore`] | `rules.rs` |
+//! | API tokens | [`ApiTokenStore`] | `tokens.rs` |
+//! | sensor state | [`SensorStateStore`] | `sensor_state.rs` |
+//! | timer state | [`TimerStateStore`] | `timer_state.rs` |
+//! | connections, migrations, readiness | [`Store`] | `sql.rs` |
 //!
 //! Writes from the pipeline arrive as [`Commit`]s: a poll's events, the sensor's state writes,
 //! the enforcements its events produced and their outbox messages, all in one transaction, so a
 //! cursor never runs ahead of what was stored and an enforcement never exists without its outbox
 //! row. [`GroupCommitter`] batches concurrent commits into one transaction.
 
+mod events;
 mod group;
+mod rules;
+mod sensor_state;
 mod sql;
+mod timer_state;
+mod tokens;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde_json::Value;
-
 pub use attune_bus::{Message, OutboxRow};
+pub use events::{
+    Commit, EnforcementRecord, EnforcementStatus, EventRecord, EventStore, ListFilter, UnknownEnforcementStatus,
+};
 pub use group::GroupCommitter;
+pub use rules::{RuleStore, StoredRule};
+pub use sensor_state::SensorStateStore;
 pub use sql::{PgStore, SqliteStore};
-
-use crate::sandbox::StateDelta;
-
-/// A stored event: one payload, accepted for one trigger.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventRecord {
-    /// UUIDv7: unique across hosts, ordered by creation time.
-    pub id: String,
-    pub trigger_ref: String,
-    /// Where it came from: `sensor:<ref>`, `timer:<rule>`, `webhook`, `api:<token>`.
-    pub source: String,
-    pub payload: Value,
-    /// Unix microseconds.
-    pub created_at: i64,
-}
-
-/// A rule matched an event: one per (rule, event), whatever happens.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EnforcementRecord {
-    /// Derived from (rule, event), so writing the same enforcement twice is a no-op.
-    pub id: String,
-    pub rule_ref: String,
-    pub event_id: String,
-    pub trigger_ref: String,
-    pub action_ref: String,
-    /// Resolved action parameters; `None` when resolving them failed (see `error`).
-    pub parameters: Option<Value>,
-    /// `scheduled` (published for an executor) or `failed` (parameters could not be resolved).
-    pub status: String,
-    pub error: Option<String>,
-    pub created_at: i64,
-}
-
-/// Everything one pipeline step writes, atomically.
-#[derive(Debug, Clone, Default)]
-pub struct Commit {
-    /// The sensor whose state writes are in `state`.
-    pub sensor_ref: Option<String>,
-    pub state: StateDelta,
-    pub events: Vec<EventRecord>,
-    pub enforcements: Vec<EnforcementRecord>,
-    pub outbox: Vec<Message>,
-    /// Outbox rows the broker confirmed. Marked through the same writer as everything else, so
-    /// the relay never contends with the pipeline for SQLite's single write lock.
-    pub published: Vec<i64>,
-}
-
-/// A page of a list query, newest first. `before` is an id cursor from the previous page.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub trigger_ref: Option<String>,
-    pub rule_ref: Option<String>,
-    /// Unix microseconds, inclusive.
-    pub since: Option<i64>,
-    /// Unix microseconds, exclusive.
-    pub until: Option<i64>,
-    pub before: Option<String>,
-    pub limit: u32,
-}
-
-/// A rule as stored: its spec as JSON plus what is indexed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredRule {
-    pub rule_ref: String,
-    pub pack_ref: Option<String>,
-    pub trigger_ref: String,
-    pub enabled: bool,
-    pub spec: Value,
-}
-
-/// Where a timer stands, so a restart neither repeats nor loses a fire. Times in Unix microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TimerStateRecord {
-    pub next_fire_at: Option<i64>,
-    pub last_fire_at: Option<i64>,
-    pub last_scheduled_at: Option<i64>,
-    pub execution_count: i64,
-}
-
-/// An API token as stored: never the token itself, only its hash (see `crate::auth`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiTokenRecord {
-    /// UUIDv7.
-    pub id: String,
-    pub name: String,
-    /// Lowercase hex SHA-256 of the whole token text (`attune_...`).
-    pub token_hash: String,
-    /// `admin`, `readonly` or `sensor`.
-    pub scope: String,
-    /// Trigger refs a `sensor` token may post events for.
-    pub triggers: Vec<String>,
-    /// Unix microseconds, like every time below.
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-    pub last_used_at: Option<i64>,
-}
+pub use timer_state::{TimerStateRecord, TimerStateStore};
+pub use tokens::{ApiTokenRecord, ApiTokenStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -125,59 +45,30 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored document is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("stored enforcement: {0}")]
+    Status(#[from] UnknownEnforcementStatus),
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://..")]
     Url(String),
     #[error("the store's writer has stopped")]
     Closed,
 }
 
-/// The storage interface. Implementations are safe to share between tasks; every method is one
-/// transaction or one read.
+/// The whole storage interface: every concern's trait, plus what concerns the database itself.
+/// Implementations are safe to share between tasks; every method is one transaction or one read.
+/// Shared as `Arc<dyn Store>`; the concern traits' methods are callable on it without importing
+/// them.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store:
+    EventStore + RuleStore + ApiTokenStore + SensorStateStore + TimerStateStore + Send + Sync + std::fmt::Debug
+{
     /// How many transactions may write at once: 1 for SQLite (one writer; concurrent writers
     /// only wait on its lock), more for PostgreSQL. The group committer runs this many writers,
     /// and with one writer the relay marks rows published through it too.
     fn writers(&self) -> usize;
     /// Applies pending migrations. Called at start by `serve` and by `attune-host migrate`.
     async fn migrate(&self) -> Result<(), StoreError>;
-    /// Writes every commit in one transaction: all or nothing.
-    async fn write(&self, commits: &[Commit]) -> Result<(), StoreError>;
-    /// A sensor's committed state.
-    async fn sensor_state(&self, sensor_ref: &str) -> Result<BTreeMap<String, String>, StoreError>;
-
-    /// Oldest unpublished outbox rows first.
-    async fn unpublished(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
-    /// Marks rows published; called only after the broker confirmed them.
-    async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
-    async fn outbox_backlog(&self) -> Result<i64, StoreError>;
-
-    async fn events(&self, filter: &ListFilter) -> Result<Vec<EventRecord>, StoreError>;
-    async fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError>;
-    async fn enforcements(&self, filter: &ListFilter) -> Result<Vec<EnforcementRecord>, StoreError>;
-
-    async fn upsert_rule(&self, rule: &StoredRule) -> Result<(), StoreError>;
-    /// Returns whether a rule was deleted.
-    async fn delete_rule(&self, rule_ref: &str) -> Result<bool, StoreError>;
-    async fn rules(&self) -> Result<Vec<StoredRule>, StoreError>;
-
-    async fn timer_state(&self, rule_ref: &str) -> Result<Option<TimerStateRecord>, StoreError>;
-    async fn save_timer_state(&self, rule_ref: &str, state: &TimerStateRecord) -> Result<(), StoreError>;
-    async fn delete_timer_state(&self, rule_ref: &str) -> Result<(), StoreError>;
-
     /// The cheapest round trip to the database (`SELECT 1`), for `GET /ready`.
     async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Stores a new API token; its id and hash are unique.
-    async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError>;
-    /// Every token, revoked and expired ones included, oldest first.
-    async fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError>;
-    /// The token with this hash, whatever its state. Called on every authenticated request.
-    async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>, StoreError>;
-    /// Revokes a token at `at`. Returns false when there is no such token or it was already revoked.
-    async fn revoke_api_token(&self, id: &str, at: i64) -> Result<bool, StoreError>;
-    /// Records that a token was used at `at`.
-    async fn touch_api_token(&self, id: &str, at: i64) -> Result<(), StoreError>;
 }
 
 /// The store as the bus relay's outbox: reads directly, marks through the group committer.

@@ -5,6 +5,7 @@ from typing import Optional
 @dataclass
 class Payload:
     trigger: Optional[str]
+    rule: Optional[str]
     json: str
 
 
