@@ -3,6 +3,9 @@
 //! enforcements, outbox backlog), the bus (publish duration) and timers (fire lateness).
 //!
 //! Labels are bounded: sensor refs come from loaded packs, reasons and sources are fixed words.
+//!
+//! Each method is one thing that happened; where it deserves a log line, the method writes the
+//! line too (fields before the message), so a log line and its metric never drift apart.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,8 +156,11 @@ impl Metrics {
         self.poll_duration.get_or_create(&label).observe(duration.as_secs_f64());
     }
 
-    /// A failed poll or start of `sensor`, with its short reason (`out_of_fuel`, ...).
-    pub fn poll_failed(&self, sensor: &str, reason: &str, trapped: bool, duration: Duration) {
+    /// A failed poll or start of `sensor`, with its short reason (`out_of_fuel`, ...), the
+    /// length of its run of failures and the message; logged at warn.
+    pub fn poll_failed(&self, sensor: &str, failure: &PollFailure<'_>, duration: Duration) {
+        let PollFailure { reason, trapped, consecutive, message } = *failure;
+        tracing::warn!(sensor, reason, failures = consecutive, "poll failed: {message}");
         let label = SensorLabel { sensor: sensor.to_string() };
         self.polls.get_or_create(&label).inc();
         self.poll_duration.get_or_create(&label).observe(duration.as_secs_f64());
@@ -169,18 +175,29 @@ impl Metrics {
         self.poll_lateness.get_or_create(&SensorLabel { sensor: sensor.to_string() }).observe(lateness.as_secs_f64());
     }
 
-    pub fn set_quarantined(&self, sensor: &str, quarantined: bool) {
-        self.quarantined.get_or_create(&SensorLabel { sensor: sensor.to_string() }).set(i64::from(quarantined));
+    /// `sensor` quarantined after `failures` consecutive failures; logged at error.
+    pub fn quarantined(&self, sensor: &str, failures: u32) {
+        tracing::error!(sensor, failures, "sensor quarantined after {failures} consecutive failures");
+        self.quarantined.get_or_create(&SensorLabel { sensor: sensor.to_string() }).set(1);
     }
 
-    pub fn ingested(&self, source: &'static str, events: usize, scheduled: usize, failed: usize) {
+    /// `sensor` is no longer quarantined (restarted, or removed by a pack reload).
+    pub fn quarantine_lifted(&self, sensor: &str) {
+        self.quarantined.get_or_create(&SensorLabel { sensor: sensor.to_string() }).set(0);
+    }
+
+    /// What one stored ingest added: its events and its scheduled enforcements.
+    pub fn ingested(&self, source: &'static str, events: usize, scheduled: usize) {
         self.events.get_or_create(&SourceLabel { source }).inc_by(events as u64);
         self.enforcements
             .get_or_create(&StatusLabel { status: EnforcementStatus::Scheduled.as_str() })
             .inc_by(scheduled as u64);
-        self.enforcements
-            .get_or_create(&StatusLabel { status: EnforcementStatus::Failed.as_str() })
-            .inc_by(failed as u64);
+    }
+
+    /// A stored enforcement whose action parameters could not be rendered; logged at warn.
+    pub fn enforcement_failed(&self, rule: &str, event: &str, error: &str) {
+        tracing::warn!(rule, event, "enforcement failed: {error}");
+        self.enforcements.get_or_create(&StatusLabel { status: EnforcementStatus::Failed.as_str() }).inc();
     }
 
     pub fn rejected(&self, source: &'static str) {
@@ -194,6 +211,18 @@ impl Metrics {
     pub fn timer_fired(&self, lateness: Duration) {
         self.timer_lateness.observe(lateness.as_secs_f64());
     }
+}
+
+/// Why a poll failed, as [`Metrics::poll_failed`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct PollFailure<'a> {
+    /// Bounded label: `out_of_fuel`, `payload_rejected`, `start_failed`, ...
+    pub reason: &'a str,
+    /// The instance trapped and is replaced.
+    pub trapped: bool,
+    /// Failures in a row, this one included.
+    pub consecutive: u32,
+    pub message: &'a str,
 }
 
 /// A bus that records publish duration and confirms in [`Metrics`], then delegates.

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::app::{App, PollError};
+use crate::metrics::PollFailure;
 use crate::pipeline::IngestError;
 use crate::sandbox::{InstanceFeed, SensorEngine, SensorInstance, StartError};
 use crate::sensor::SensorSpec;
@@ -183,7 +184,7 @@ impl Supervisor {
         }
         for (sensor_ref, mut entry) in old {
             entry.stop_loop();
-            self.app.metrics.set_quarantined(&sensor_ref, false);
+            self.app.metrics.quarantine_lifted(&sensor_ref);
             changes.removed.push(sensor_ref);
         }
         for list in [&mut changes.added, &mut changes.replaced, &mut changes.removed, &mut changes.unchanged] {
@@ -223,7 +224,7 @@ impl Supervisor {
             status.state = SensorState::Idle;
             status.consecutive_failures = 0;
         }
-        self.app.metrics.set_quarantined(sensor_ref, false);
+        self.app.metrics.quarantine_lifted(sensor_ref);
         self.reconcile();
         true
     }
@@ -311,7 +312,7 @@ async fn run_sensor(
         let outcome = match sensor.as_mut() {
             Some(sensor) => match app.poll_sensor(sensor).await {
                 Ok(ingested) => Ok((ingested.event_ids.len(), sensor.last_fuel_used())),
-                Err(e) => Err((e.to_string(), failure_reason(&e), is_trap(&e))),
+                Err(e) => Err((e.to_string(), failure_reason(&e), is_trap(&e), false)),
             },
             None => match start(&app, &engine, &spec, &instances).await {
                 Ok(started) => {
@@ -320,7 +321,9 @@ async fn run_sensor(
                     planned = None;
                     continue;
                 }
-                Err(message) => Err((message, "start_failed", false)),
+                // Code that does not load (a syntax error, no `poll`, a missing import) will not
+                // load on a retry either: quarantined at once, as `pack validate` refuses it.
+                Err(StartFailure { message, code_error }) => Err((message, "start_failed", false, code_error)),
             },
         };
         let delay = {
@@ -336,18 +339,17 @@ async fn run_sensor(
                     backoff = options.backoff_initial;
                     jittered(spec.poll_interval)
                 }
-                Err((message, reason, trapped)) => {
-                    metrics.poll_failed(&sensor_ref, reason, trapped, started.elapsed());
+                Err((message, reason, trapped, code_error)) => {
                     status.failures += 1;
                     status.consecutive_failures += 1;
-                    tracing::warn!(reason, failures = status.consecutive_failures, "poll failed: {message}");
+                    let consecutive = status.consecutive_failures;
+                    let failure = PollFailure { reason, trapped, consecutive, message: &message };
+                    metrics.poll_failed(&sensor_ref, &failure, started.elapsed());
                     status.last_error = Some(message);
                     status.last_failure_reason = Some(reason.to_string());
-                    if status.consecutive_failures >= options.quarantine_after {
+                    if code_error || consecutive >= options.quarantine_after {
                         status.state = SensorState::Quarantined;
-                        metrics.set_quarantined(&sensor_ref, true);
-                        let after = options.quarantine_after;
-                        tracing::error!("sensor quarantined after {after} consecutive failures");
+                        metrics.quarantined(&sensor_ref, consecutive);
                         return;
                     }
                     status.state = SensorState::BackingOff;
@@ -379,16 +381,26 @@ fn failure_reason(error: &PollError) -> &'static str {
     }
 }
 
+/// Why a sensor did not start; `code_error` when its code itself cannot be loaded.
+struct StartFailure {
+    message: String,
+    code_error: bool,
+}
+
 async fn start(
     app: &App,
     engine: &Arc<SensorEngine>,
     spec: &Arc<SensorSpec>,
     instances: &InstanceFeed,
-) -> Result<SensorInstance, String> {
-    let state = app.store.sensor_state(&spec.sensor_ref).await.map_err(|e| e.to_string())?;
+) -> Result<SensorInstance, StartFailure> {
+    let state = app
+        .store
+        .sensor_state(&spec.sensor_ref)
+        .await
+        .map_err(|e| StartFailure { message: e.to_string(), code_error: false })?;
     SensorInstance::start(engine, spec.clone(), state, instances.clone()).await.map_err(|e| match e {
-        StartError::Load(e) => e.to_string(),
-        StartError::Failed(failure) => failure.to_string(),
+        StartError::Load(e) => StartFailure { code_error: e.is_code_error(), message: e.to_string() },
+        StartError::Failed(failure) => StartFailure { message: failure.to_string(), code_error: false },
     })
 }
 

@@ -105,3 +105,35 @@ async fn stop_waits_for_the_poll_in_flight() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stored().await, 2, "the sensor kept polling after the stop");
 }
+
+/// Code that does not load (here a syntax error) is quarantined at once with the error naming
+/// the file and line, as `pack validate` reports it, instead of failing `quarantine_after` times.
+#[tokio::test]
+async fn code_that_does_not_load_is_quarantined_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(
+        App::start(&AppConfig::new(format!("sqlite://{}", dir.path().join("a.db").display())), &[]).await.unwrap(),
+    );
+    let rule = json!({"ref": "sup.on_webhook", "trigger": "core.webhook", "action": {"ref": "core.echo"}});
+    app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
+    let mut broken = spec(&fixture("python/syntax_error.py"), json!({}));
+    broken.sensor_ref = "sup.broken".into();
+    broken.triggers = vec!["core.webhook".into()];
+    let options = SupervisorOptions { quarantine_after: 5, ..SupervisorOptions::default() };
+    let supervisor = Supervisor::new(app.clone(), engine(), vec![broken], options);
+    supervisor.reconcile();
+    let status = || supervisor.statuses().into_iter().next().unwrap();
+    let started = Instant::now();
+    while status().state != SensorState::Quarantined {
+        assert!(started.elapsed() < Duration::from_secs(10), "not quarantined: {:?}", status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quarantined = status();
+    assert_eq!(quarantined.consecutive_failures, 1);
+    assert_eq!(quarantined.last_failure_reason.as_deref(), Some("start_failed"));
+    let error = quarantined.last_error.unwrap();
+    assert!(error.contains("syntax_error.py") && error.contains("line"), "{error}");
+    let metrics = app.metrics.render();
+    assert!(metrics.contains(r#"attune_sensor_quarantined{sensor="sup.broken"} 1"#), "{metrics}");
+    supervisor.stop_all(Duration::from_secs(3)).await;
+}

@@ -130,14 +130,23 @@ impl Pipeline {
             event_ids: events.iter().map(|e| e.id.clone()).collect(),
             enforcements: commit.enforcements.len(),
         };
-        let failed = commit.enforcements.iter().filter(|e| e.status == EnforcementStatus::Failed).count();
+        // Reported once stored, so no log line tells of an enforcement that was rolled back.
+        let failed: Vec<(String, String, String)> = commit
+            .enforcements
+            .iter()
+            .filter(|e| e.status == EnforcementStatus::Failed)
+            .map(|e| (e.rule_ref.clone(), e.event_id.clone(), e.error.clone().unwrap_or_default()))
+            .collect();
         commit.events = events;
         let has_messages = !commit.outbox.is_empty();
         self.committer.commit(commit).await.map_err(IngestError::Store)?;
         if has_messages {
             self.outbox_written.notify_one();
         }
-        self.metrics.ingested(source.kind(), ingested.event_ids.len(), ingested.enforcements - failed, failed);
+        self.metrics.ingested(source.kind(), ingested.event_ids.len(), ingested.enforcements - failed.len());
+        for (rule, event, error) in &failed {
+            self.metrics.enforcement_failed(rule, event, error);
+        }
         Ok(ingested)
     }
 
@@ -184,10 +193,7 @@ fn micros_to_time(micros: i64) -> DateTime<Utc> {
 fn enforce(rule: &CompiledRule, event: &EventRecord, input: &MatchInput<'_>, pack_config: &Value) -> EnforcementRecord {
     let (parameters, status, error) = match rule.render_action(input, &ActionContext::new(pack_config)) {
         Ok(parameters) => (Some(parameters), EnforcementStatus::Scheduled, None),
-        Err(e) => {
-            tracing::warn!(rule = rule.rule_ref(), event = %event.id, "enforcement failed: {e}");
-            (None, EnforcementStatus::Failed, Some(e.to_string()))
-        }
+        Err(e) => (None, EnforcementStatus::Failed, Some(e.to_string())),
     };
     EnforcementRecord {
         id: derived_id(event.created_at, &format!("{}\0{}", rule.rule_ref(), event.id)),

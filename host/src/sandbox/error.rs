@@ -24,6 +24,22 @@ pub enum LoadError {
     RuntimeMissing { path: PathBuf, language: &'static str, reason: String },
 }
 
+impl LoadError {
+    /// Whether the sensor's code itself is at fault (it will not load on a retry either), as
+    /// opposed to a file that could not be read or a missing language runtime.
+    pub fn is_code_error(&self) -> bool {
+        matches!(
+            self,
+            Self::NotWasm { .. }
+                | Self::CoreModule { .. }
+                | Self::WrongWorld { .. }
+                | Self::Link { .. }
+                | Self::Compile { .. }
+                | Self::Source { .. }
+        )
+    }
+}
+
 /// A sensor call (`load`, `init` or `poll`) failed. Only this sensor is affected; after a trap
 /// the next call runs on a fresh instance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
