@@ -8,7 +8,9 @@ use attune_timers::{Scheduler, SchedulerConfig, SchedulerHandle, SystemClock};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::auth::Tokens;
 use crate::catalog::{PackCatalog, SharedCatalog};
+use crate::history::EventHistory;
 use crate::metrics::{MeasuredBus, Metrics};
 use crate::pack::Pack;
 use crate::pipeline::{IngestError, Ingested, Pipeline, Source};
@@ -64,6 +66,10 @@ pub struct App {
     pub pipeline: Arc<Pipeline>,
     /// Saves, deletes, enables and follows rules.
     pub rules: Arc<RuleService>,
+    /// Stored events and enforcements, read side.
+    pub history: EventHistory,
+    /// API tokens: authenticating requests, managing tokens.
+    pub tokens: Tokens,
     pub bus: Arc<dyn Bus>,
     /// The in-process bus, when that is the bus (to subscribe to it).
     pub in_process: Option<InProcessBus>,
@@ -110,7 +116,22 @@ impl App {
                 })
                 .await
         });
-        Ok(Self { store, catalog, pipeline, rules, bus, in_process, timers, metrics, relay, stop_relay })
+        let history = EventHistory::new(store.clone());
+        let tokens = Tokens::new(store.clone());
+        Ok(Self {
+            store,
+            catalog,
+            pipeline,
+            rules,
+            history,
+            tokens,
+            bus,
+            in_process,
+            timers,
+            metrics,
+            relay,
+            stop_relay,
+        })
     }
 
     /// Polls `sensor` once and feeds what it emitted, with its state writes, into the pipeline.
@@ -133,6 +154,16 @@ impl App {
                 Err(e.into())
             }
         }
+    }
+
+    /// Whether the store answers the cheapest query (`GET /ready`).
+    pub async fn ping_store(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// Outbox rows not yet published, written by any host sharing the store.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        self.store.outbox_backlog().await
     }
 
     /// Stops the relay after it flushed what it could (bounded by its shutdown flush time).

@@ -14,10 +14,14 @@
 //! Unknown, revoked and expired tokens are [`AuthError::Unauthorized`] (401); a valid token used
 //! outside its scope is [`AuthError::Forbidden`] (403). The checks fail closed: a stored scope
 //! that does not parse authenticates nobody.
+//!
+//! [`Tokens`] is the service the API middleware, `serve` and the `token` commands use; the free
+//! functions are the same operations on a store reference.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -181,6 +185,49 @@ pub enum TokenError {
     Store(#[from] StoreError),
     #[error("{path}: {source}")]
     File { path: PathBuf, source: std::io::Error },
+}
+
+/// API tokens over the store: authenticating requests and managing tokens. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    store: Arc<dyn Store>,
+}
+
+impl Tokens {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// See [`authenticate`].
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
+        authenticate(self.store.as_ref(), bearer).await
+    }
+
+    /// See [`create_token`].
+    pub async fn create(
+        &self,
+        name: &str,
+        scope: Scope,
+        triggers: Vec<String>,
+        expires_at: Option<i64>,
+    ) -> Result<(String, TokenInfo), TokenError> {
+        create_token(self.store.as_ref(), name, scope, triggers, expires_at).await
+    }
+
+    /// See [`list`].
+    pub async fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
+        list(self.store.as_ref()).await
+    }
+
+    /// See [`revoke`].
+    pub async fn revoke(&self, id: &str) -> Result<bool, TokenError> {
+        revoke(self.store.as_ref(), id).await
+    }
+
+    /// See [`bootstrap_admin`].
+    pub async fn bootstrap_admin(&self, data_dir: &Path) -> Result<Option<PathBuf>, TokenError> {
+        bootstrap_admin(self.store.as_ref(), data_dir).await
+    }
 }
 
 /// SHA-256 of the whole token text, lowercase hex: what the store keeps.

@@ -10,7 +10,6 @@ use attune_timers::{TimerSpec, is_timer_trigger};
 use serde_json::{Map, Value};
 
 use crate::pack::{CORE_TRIGGERS, FieldError, Pack, TriggerManifest, core_trigger_description, unknown_trigger};
-use crate::pipeline::Rejected;
 use crate::sensor::SensorSpec;
 
 /// One trigger as the host knows it.
@@ -47,6 +46,14 @@ impl TriggerDef {
 pub struct BadSchema {
     pub trigger: String,
     pub message: String,
+}
+
+/// A payload its trigger's `payload_schema` refuses: at most three problems and where they are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("does not match the payload_schema of `{trigger}`: {errors}")]
+pub struct PayloadMismatch {
+    pub trigger: String,
+    pub errors: String,
 }
 
 /// Why a rule cannot use its trigger.
@@ -128,10 +135,9 @@ impl PackCatalog {
         self.packs.iter().flat_map(|p| &p.sensors)
     }
 
-    /// Payload `index` against the `payload_schema` of `trigger` (triggers without one accept
-    /// anything); the error names at most three problems and where they are. The pipeline and
-    /// `sensor run` apply this same check.
-    pub fn check_payload(&self, index: usize, trigger: &str, payload: &Value) -> Result<(), Rejected> {
+    /// A payload against the `payload_schema` of `trigger` (triggers without one accept
+    /// anything). The pipeline and `sensor run` apply this same check.
+    pub fn check_payload(&self, trigger: &str, payload: &Value) -> Result<(), PayloadMismatch> {
         let Some(schema) = self.trigger(trigger).and_then(|t| t.payload_check.as_ref()) else {
             return Ok(());
         };
@@ -140,7 +146,7 @@ impl PackCatalog {
         if errors.is_empty() {
             return Ok(());
         }
-        Err(Rejected::Schema { index, trigger: trigger.to_string(), errors: errors.join("; ") })
+        Err(PayloadMismatch { trigger: trigger.to_string(), errors: errors.join("; ") })
     }
 
     /// Whether a rule may listen on `trigger` with `params`: the trigger exists, and the

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::capabilities::{AllowedHosts, GrantedPaths};
 use crate::catalog::PackCatalog;
 use crate::pack::{Pack, load_sensor_manifest_in_pack};
+use crate::pipeline::Rejected;
 use crate::sandbox::{
     EngineSettings, Grants, InstanceFeed, SensorEngine, SensorFailure, SensorInstance, TriggerInstance,
 };
@@ -426,7 +427,8 @@ async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
         // A poll with a payload `serve` would refuse prints nothing and commits no state.
         for (index, p) in output.payloads.iter().enumerate() {
             catalog
-                .check_payload(index, &p.trigger, &p.payload)
+                .check_payload(&p.trigger, &p.payload)
+                .map_err(|mismatch| Rejected::Schema { index, mismatch })
                 .map_err(|rejected| CliError { code: EXIT_FAILED, message: format!("{sensor_ref}: {rejected}") })?;
         }
         for p in &output.payloads {
@@ -602,31 +604,29 @@ async fn token(command: TokenCommand) -> Result<(), CliError> {
         async move {
             let store = crate::store::open(&url).await.map_err(|e| CliError::bad_input(format!("{url}: {e}")))?;
             store.migrate().await.map_err(|e| CliError::bad_input(format!("{url}: {e}")))?;
-            Ok::<_, CliError>(store)
+            Ok::<_, CliError>(crate::auth::Tokens::new(store))
         }
     };
     match command {
         TokenCommand::Create { scope, name, triggers, expires, db } => {
-            let store = open(&db).await?;
+            let tokens = open(&db).await?;
             let expires_at = expires
                 .map(|e| crate::auth::parse_expiry(&e, crate::store::now_micros()))
                 .transpose()
                 .map_err(|e| CliError::bad_input(format!("--expires: {e}")))?;
-            let (token, info) = crate::auth::create_token(store.as_ref(), &name, scope, triggers, expires_at)
-                .await
-                .map_err(|e| failed(&e))?;
+            let (token, info) = tokens.create(&name, scope, triggers, expires_at).await.map_err(|e| failed(&e))?;
             eprintln!("created token {} ({:?}); it is shown only once:", info.id, info.scope);
             println!("{token}");
         }
         TokenCommand::List { db } => {
-            let store = open(&db).await?;
-            for info in crate::auth::list(store.as_ref()).await.map_err(|e| failed(&e))? {
+            let tokens = open(&db).await?;
+            for info in tokens.list().await.map_err(|e| failed(&e))? {
                 println!("{}", serde_json::to_string(&info).map_err(|e| failed(&e))?);
             }
         }
         TokenCommand::Revoke { id, db } => {
-            let store = open(&db).await?;
-            if !crate::auth::revoke(store.as_ref(), &id).await.map_err(|e| failed(&e))? {
+            let tokens = open(&db).await?;
+            if !tokens.revoke(&id).await.map_err(|e| failed(&e))? {
                 return Err(CliError::bad_input(format!("no token `{id}`")));
             }
             eprintln!("revoked {id}");

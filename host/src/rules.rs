@@ -90,7 +90,7 @@ impl RuleService {
 
     /// The stored rule with this ref, as saved.
     pub async fn get(&self, rule_ref: &str) -> Result<Option<StoredRule>, RuleChangeError> {
-        Ok(self.store.rules().await?.into_iter().find(|r| r.rule_ref == rule_ref))
+        Ok(self.store.rule(rule_ref).await?)
     }
 
     /// Every stored rule.

@@ -74,7 +74,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     tracing::info!(packs = packs.len(), dir = %config.packs.display(), "packs loaded");
     let app = Arc::new(App::start(&config.app, &packs).await?);
     app.rules.install_pack_rules(&packs).await?;
-    if let Some(path) = crate::auth::bootstrap_admin(app.store.as_ref(), &config.data_dir).await? {
+    if let Some(path) = app.tokens.bootstrap_admin(&config.data_dir).await? {
         tracing::info!(path = %path.display(), "created the first admin token (mode 0600); use it as `Authorization: Bearer <token>`");
     }
 

@@ -1,5 +1,6 @@
 //! The documents a rule sees, built in one place for the live pipeline and every dry run
 //! (`attune-host rule test`, `POST /api/v1/rules/test`), so a dry run answers as live does.
+//! [`crate::CompiledRule::input`] puts them together for one rule.
 //!
 //! | root | document |
 //! |---|---|
@@ -9,8 +10,6 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-
-use crate::rule::{CompiledRule, MatchInput};
 
 /// An event as rules read it under `event.*`: built once per event, shared by every rule on its
 /// trigger. The payload is not copied in; `event.payload.*` reads the payload itself.
@@ -42,12 +41,4 @@ impl EventDocument {
 /// The `trigger` document of a rule: its trigger ref and its own `trigger_params`.
 pub(crate) fn trigger_document(rule_trigger: &str, params: &serde_json::Map<String, Value>) -> Value {
     json!({"ref": rule_trigger, "params": params})
-}
-
-impl CompiledRule {
-    /// What this rule sees of an event with `payload`, evaluated at `now` (the `now` of
-    /// `timediff_*`). The only way to build a [`MatchInput`].
-    pub fn input<'a>(&'a self, payload: &'a Value, event: &'a EventDocument, now: DateTime<Utc>) -> MatchInput<'a> {
-        MatchInput { payload, trigger: self.trigger_document(), event: &event.0, now }
-    }
 }

@@ -2,6 +2,7 @@
 //! regexes and lowercased strings, and the action parameters with parsed templates.
 
 use crate::condition::{self, Node};
+use crate::context::{EventDocument, trigger_document};
 use crate::error::{RuleError, RuleErrorKind};
 use crate::explain::{ConditionExplanation, Explanation};
 use crate::operator::now_seconds;
@@ -123,7 +124,7 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, RuleError> {
     let parameters = Template::compile(&parameters, String::new(), &Roots::Only(ACTION_ROOTS))
         .map_err(|e| template_error(rule_ref, e))?;
     let pack = rule_ref.split_once('.').map(|(p, _)| p.to_owned()).unwrap_or_default();
-    let trigger_document = crate::context::trigger_document(&spec.trigger, &spec.trigger_params);
+    let trigger_document = trigger_document(&spec.trigger, &spec.trigger_params);
     Ok(CompiledRule { spec, pack, conditions, parameters, trigger_document })
 }
 
@@ -164,9 +165,10 @@ impl CompiledRule {
         &self.spec.trigger_params
     }
 
-    /// What the rule reads under `trigger.*`.
-    pub(crate) fn trigger_document(&self) -> &Value {
-        &self.trigger_document
+    /// What this rule sees of an event with `payload`, evaluated at `now` (the `now` of
+    /// `timediff_*`): the documents of [`crate::context`]. The only way to build a [`MatchInput`].
+    pub fn input<'a>(&'a self, payload: &'a Value, event: &'a EventDocument, now: DateTime<Utc>) -> MatchInput<'a> {
+        MatchInput { payload, trigger: &self.trigger_document, event: event.as_value(), now }
     }
 
     /// The action to enforce on a match.

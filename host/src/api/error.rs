@@ -1,26 +1,64 @@
-//! The one error shape of the API, `{"error": {"code", "message", "field"}}`, and the JSON body
-//! extractor whose rejections (malformed JSON, wrong content type, body too large) take that
-//! shape too.
+//! The one error shape of the API, `{"error": {"code", "message", "field"}}`; [`ErrorCode`],
+//! every code the API answers, each with its one status; and the JSON body extractor whose
+//! rejections (malformed JSON, wrong content type, body too large) take that shape too.
 //!
-//! | status | when |
-//! |---|---|
-//! | 400 | malformed JSON, wrong content type, bad query string |
-//! | 401 | no token, or an unknown, revoked or expired one; bad or missing webhook signature |
-//! | 403 | a token outside its scope, or a sensor token posting for a trigger it does not list |
-//! | 404 | no such rule, event, sensor, route or webhook |
-//! | 409 | `POST /rules` for a ref that exists |
-//! | 413 | body larger than the route accepts, payload larger than the pipeline accepts |
-//! | 422 | unknown or mistyped field, rule that does not compile, payload refused by its trigger |
-//! | 500 | the store failed |
-//! | 503 | no sensor supervisor (`GET /sensors`), store or bus not ready (`GET /ready`) |
+//! | code | status | when |
+//! |---|---|---|
+//! | `malformed_json` | 400 | a body that is not JSON |
+//! | `unsupported_content_type` | 400 | a JSON body without `Content-Type: application/json` |
+//! | `bad_body` | 400 | a webhook body that cannot be read |
+//! | `bad_query` | 400 | a query string that does not parse; a bad `limit`, `since` or `until` |
+//! | `unauthorized` | 401 | no token, or an unknown, revoked or expired one (with `WWW-Authenticate: Bearer`) |
+//! | `bad_signature` | 401 | a webhook without a valid `X-Attune-Signature` |
+//! | `forbidden` | 403 | a token outside its scope |
+//! | `trigger_not_allowed` | 403 | a sensor token posting for a trigger it does not list |
+//! | `not_found` | 404 | no such rule, event, sensor, route or webhook |
+//! | `method_not_allowed` | 405 | a route that does not take this method |
+//! | `conflict` | 409 | `POST /rules` for a ref that exists |
+//! | `body_too_large` | 413 | a body larger than the route accepts |
+//! | `payload_too_large` | 413 | a payload larger than the pipeline accepts |
+//! | `invalid_body` | 422 | JSON of the wrong shape (a rule that is not an object, ..) |
+//! | `unknown_field` | 422 | a field the body may not have |
+//! | `missing_field` | 422 | a field the body must have |
+//! | `invalid_field` | 422 | a field of the wrong type or value |
+//! | `conflicting_fields` | 422 | both of two fields that exclude each other (`payload`, `event_id`) |
+//! | `ref_mismatch` | 422 | `PUT /rules/{ref}` with another `ref` in the body |
+//! | `unknown_trigger` | 422 | a rule or payload for a trigger nobody defines |
+//! | `bad_trigger_params` | 422 | a rule's `trigger_params` that do not fit its trigger |
+//! | `trigger_mismatch` | 422 | a dry run against a stored event of another trigger |
+//! | `schema_mismatch` | 422 | a payload refused by its trigger's `payload_schema` |
+//! | `payload_not_object` | 422 | a payload (or webhook body) that is not a JSON object |
+//! | `bad_batch` | 422 | `POST /events` with no payload, or too many |
+//! | `invalid_pack` | 422 | `POST /packs/reload` finding a pack with an error |
+//! | `bad_ref` | 422 | a rule that does not compile ([`RuleErrorKind::code`], this and the 13 below) |
+//! | `bad_condition` | 422 | |
+//! | `too_complex` | 422 | |
+//! | `unknown_operator` | 422 | |
+//! | `bad_path` | 422 | |
+//! | `unknown_root` | 422 | |
+//! | `missing_value` | 422 | |
+//! | `unexpected_value` | 422 | |
+//! | `wrong_value_type` | 422 | |
+//! | `bad_regex` | 422 | |
+//! | `regex_too_big` | 422 | |
+//! | `bad_glob` | 422 | |
+//! | `bad_template` | 422 | |
+//! | `missing_template_value` | 422 | |
+//! | `internal` | 500 | a response that cannot be built, a rule change that failed |
+//! | `store_error` | 500 | the store failed |
+//! | `sensors_unavailable` | 503 | the sensor routes on a server without a sensor supervisor |
+//! | `packs_unavailable` | 503 | `POST /packs/reload` on a server that does not load packs |
+//!
+//! `GET /ready` answers 503 too, with its own body ([`super::Readiness`]), not an error.
 
+use attune_rules::RuleErrorKind;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::auth::AuthError;
@@ -28,6 +66,177 @@ use crate::catalog::TriggerUseError;
 use crate::pipeline::{IngestError, Rejected};
 use crate::rules::RuleChangeError;
 use crate::store::StoreError;
+
+/// Every code the API answers with (the table in the module docs): each has one status,
+/// [`ErrorCode::status`], and one snake_case name, [`ErrorCode::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    MalformedJson,
+    UnsupportedContentType,
+    BadBody,
+    BadQuery,
+    Unauthorized,
+    BadSignature,
+    Forbidden,
+    TriggerNotAllowed,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    BodyTooLarge,
+    PayloadTooLarge,
+    InvalidBody,
+    UnknownField,
+    MissingField,
+    InvalidField,
+    ConflictingFields,
+    RefMismatch,
+    UnknownTrigger,
+    BadTriggerParams,
+    TriggerMismatch,
+    SchemaMismatch,
+    PayloadNotObject,
+    BadBatch,
+    InvalidPack,
+    /// A rule that does not compile; the code is [`RuleErrorKind::code`].
+    Rule(RuleErrorKind),
+    Internal,
+    StoreError,
+    SensorsUnavailable,
+    PacksUnavailable,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of the table in the module docs.
+    pub const ALL: [ErrorCode; 44] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::UnsupportedContentType,
+        ErrorCode::BadBody,
+        ErrorCode::BadQuery,
+        ErrorCode::Unauthorized,
+        ErrorCode::BadSignature,
+        ErrorCode::Forbidden,
+        ErrorCode::TriggerNotAllowed,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InvalidBody,
+        ErrorCode::UnknownField,
+        ErrorCode::MissingField,
+        ErrorCode::InvalidField,
+        ErrorCode::ConflictingFields,
+        ErrorCode::RefMismatch,
+        ErrorCode::UnknownTrigger,
+        ErrorCode::BadTriggerParams,
+        ErrorCode::TriggerMismatch,
+        ErrorCode::SchemaMismatch,
+        ErrorCode::PayloadNotObject,
+        ErrorCode::BadBatch,
+        ErrorCode::InvalidPack,
+        ErrorCode::Rule(RuleErrorKind::BadRef),
+        ErrorCode::Rule(RuleErrorKind::BadCondition),
+        ErrorCode::Rule(RuleErrorKind::TooComplex),
+        ErrorCode::Rule(RuleErrorKind::UnknownOperator),
+        ErrorCode::Rule(RuleErrorKind::BadPath),
+        ErrorCode::Rule(RuleErrorKind::UnknownRoot),
+        ErrorCode::Rule(RuleErrorKind::MissingValue),
+        ErrorCode::Rule(RuleErrorKind::UnexpectedValue),
+        ErrorCode::Rule(RuleErrorKind::WrongValueType),
+        ErrorCode::Rule(RuleErrorKind::BadRegex),
+        ErrorCode::Rule(RuleErrorKind::RegexTooBig),
+        ErrorCode::Rule(RuleErrorKind::BadGlob),
+        ErrorCode::Rule(RuleErrorKind::BadTemplate),
+        ErrorCode::Rule(RuleErrorKind::MissingTemplateValue),
+        ErrorCode::Internal,
+        ErrorCode::StoreError,
+        ErrorCode::SensorsUnavailable,
+        ErrorCode::PacksUnavailable,
+    ];
+
+    /// The HTTP status every response with this code has.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            MalformedJson | UnsupportedContentType | BadBody | BadQuery => StatusCode::BAD_REQUEST,
+            Unauthorized | BadSignature => StatusCode::UNAUTHORIZED,
+            Forbidden | TriggerNotAllowed => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Conflict => StatusCode::CONFLICT,
+            BodyTooLarge | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            InvalidBody | UnknownField | MissingField | InvalidField | ConflictingFields | RefMismatch
+            | UnknownTrigger | BadTriggerParams | TriggerMismatch | SchemaMismatch | PayloadNotObject | BadBatch
+            | InvalidPack | Rule(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Internal | StoreError => StatusCode::INTERNAL_SERVER_ERROR,
+            SensorsUnavailable | PacksUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable snake_case name, as `error.code` carries it.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            MalformedJson => "malformed_json",
+            UnsupportedContentType => "unsupported_content_type",
+            BadBody => "bad_body",
+            BadQuery => "bad_query",
+            Unauthorized => "unauthorized",
+            BadSignature => "bad_signature",
+            Forbidden => "forbidden",
+            TriggerNotAllowed => "trigger_not_allowed",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            Conflict => "conflict",
+            BodyTooLarge => "body_too_large",
+            PayloadTooLarge => "payload_too_large",
+            InvalidBody => "invalid_body",
+            UnknownField => "unknown_field",
+            MissingField => "missing_field",
+            InvalidField => "invalid_field",
+            ConflictingFields => "conflicting_fields",
+            RefMismatch => "ref_mismatch",
+            UnknownTrigger => "unknown_trigger",
+            BadTriggerParams => "bad_trigger_params",
+            TriggerMismatch => "trigger_mismatch",
+            SchemaMismatch => "schema_mismatch",
+            PayloadNotObject => "payload_not_object",
+            BadBatch => "bad_batch",
+            InvalidPack => "invalid_pack",
+            Rule(kind) => kind.code(),
+            Internal => "internal",
+            StoreError => "store_error",
+            SensorsUnavailable => "sensors_unavailable",
+            PacksUnavailable => "packs_unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// In the OpenAPI document: a string, one of [`ErrorCode::ALL`].
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("Stable snake_case name of the error; each has one HTTP status."))
+            .enum_values(Some(ErrorCode::ALL.iter().map(|code| code.as_str())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {}
 
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -38,7 +247,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable snake_case name, e.g. `unknown_operator`, `malformed_json`, `not_found`.
-    pub code: String,
+    pub code: ErrorCode,
     /// What is wrong, for people.
     pub message: String,
     /// Where in the request body (or which query parameter), e.g. `conditions.all[0].operator`.
@@ -46,16 +255,15 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
-/// An error response.
+/// An error response; its status is its code's.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
     pub body: ErrorDetail,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { status, body: ErrorDetail { code: code.into(), message: message.into(), field: None } }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { body: ErrorDetail { code, message: message.into(), field: None } }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -64,28 +272,28 @@ impl ApiError {
         self
     }
 
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    pub fn code(&self) -> ErrorCode {
+        self.body.code
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.body.code.status()
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    pub fn unprocessable(code: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+        Self::new(ErrorCode::NotFound, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(ErrorCode::Internal, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // A bearer challenge only where a token is what is missing (not on webhook signatures).
-        let unauthorized = self.status == StatusCode::UNAUTHORIZED && self.body.code == "unauthorized";
-        let mut response = (self.status, Json(ErrorBody { error: self.body })).into_response();
+        let unauthorized = self.code() == ErrorCode::Unauthorized;
+        let mut response = (self.status(), Json(ErrorBody { error: self.body })).into_response();
         if unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -96,15 +304,15 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!("store error in the API: {e}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string())
+        ApiError::new(ErrorCode::StoreError, e.to_string())
     }
 }
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Unauthorized(why) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why),
-            AuthError::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
+            AuthError::Unauthorized(why) => ApiError::new(ErrorCode::Unauthorized, why),
+            AuthError::Forbidden(why) => ApiError::new(ErrorCode::Forbidden, why),
             AuthError::Store(e) => e.into(),
         }
     }
@@ -112,7 +320,7 @@ impl From<AuthError> for ApiError {
 
 impl From<attune_rules::RuleError> for ApiError {
     fn from(e: attune_rules::RuleError) -> Self {
-        ApiError::unprocessable(e.kind.code(), e.message).with_field(e.field)
+        ApiError::new(ErrorCode::Rule(e.kind), e.message).with_field(e.field)
     }
 }
 
@@ -121,13 +329,13 @@ impl From<RuleChangeError> for ApiError {
         match e {
             RuleChangeError::Invalid(e) => e.into(),
             RuleChangeError::Trigger(TriggerUseError::Unknown { message, .. }) => {
-                ApiError::unprocessable("unknown_trigger", message).with_field("trigger")
+                ApiError::new(ErrorCode::UnknownTrigger, message).with_field("trigger")
             }
             RuleChangeError::Trigger(TriggerUseError::Params(e)) => {
-                ApiError::unprocessable("bad_trigger_params", e.message).with_field(e.field)
+                ApiError::new(ErrorCode::BadTriggerParams, e.message).with_field(e.field)
             }
             RuleChangeError::Exists(rule_ref) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", format!("rule `{rule_ref}` exists")).with_field("ref")
+                ApiError::new(ErrorCode::Conflict, format!("rule `{rule_ref}` exists")).with_field("ref")
             }
             RuleChangeError::NotFound(rule_ref) => ApiError::not_found(format!("no rule `{rule_ref}`")),
             RuleChangeError::Store(e) => e.into(),
@@ -147,20 +355,19 @@ impl ApiError {
                 let message = rejected.to_string();
                 match rejected {
                     Rejected::UnknownTrigger { index, .. } => {
-                        ApiError::unprocessable("unknown_trigger", message).with_field(field_of(index, "trigger"))
+                        ApiError::new(ErrorCode::UnknownTrigger, message).with_field(field_of(index, "trigger"))
                     }
                     Rejected::Undeclared { index, .. } => {
-                        ApiError::new(StatusCode::FORBIDDEN, "trigger_not_allowed", message)
-                            .with_field(field_of(index, "trigger"))
+                        ApiError::new(ErrorCode::TriggerNotAllowed, message).with_field(field_of(index, "trigger"))
                     }
                     Rejected::Schema { index, .. } => {
-                        ApiError::unprocessable("schema_mismatch", message).with_field(field_of(index, "payload"))
+                        ApiError::new(ErrorCode::SchemaMismatch, message).with_field(field_of(index, "payload"))
                     }
                 }
             }
             IngestError::Store(e) => {
                 tracing::error!("events not stored: {e}");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string())
+                ApiError::new(ErrorCode::StoreError, e.to_string())
             }
         }
     }
@@ -185,13 +392,13 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => {
-            ApiError::bad_request("unsupported_content_type", "expected `Content-Type: application/json`")
+            ApiError::new(ErrorCode::UnsupportedContentType, "expected `Content-Type: application/json`")
         }
         JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", rejection.body_text())
+            ApiError::new(ErrorCode::BodyTooLarge, rejection.body_text())
         }
-        JsonRejection::JsonDataError(_) => ApiError::unprocessable("invalid_body", rejection.body_text()),
-        _ => ApiError::bad_request("malformed_json", rejection.body_text()),
+        JsonRejection::JsonDataError(_) => ApiError::new(ErrorCode::InvalidBody, rejection.body_text()),
+        _ => ApiError::new(ErrorCode::MalformedJson, rejection.body_text()),
     }
 }
 
@@ -210,13 +417,13 @@ pub fn from_value<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, 
             path = join_field(&path, missing);
         }
         let code = if message.starts_with("unknown field") {
-            "unknown_field"
+            ErrorCode::UnknownField
         } else if message.starts_with("missing field") {
-            "missing_field"
+            ErrorCode::MissingField
         } else {
-            "invalid_field"
+            ErrorCode::InvalidField
         };
-        ApiError::unprocessable(code, message).with_field(join_field(prefix, &path))
+        ApiError::new(code, message).with_field(join_field(prefix, &path))
     })
 }
 
@@ -262,10 +469,35 @@ mod tests {
         ];
         for (value, code, field) in cases {
             let e = from_value::<Outer>(value, "body").unwrap_err();
-            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
             assert_eq!((e.body.code.as_str(), e.body.field.as_deref()), (code, Some(field)), "{}", e.body.message);
         }
         assert_eq!(join_field("", "a"), "a");
         assert_eq!(join_field("[2]", "trigger"), "[2].trigger");
+    }
+
+    /// The module docs' table lists every code once, with its status, and nothing else.
+    #[test]
+    fn the_table_lists_every_code_with_its_status() {
+        let source = include_str!("error.rs");
+        let rows: Vec<&str> = source.lines().filter(|l| l.starts_with("//! | `")).collect();
+        assert_eq!(rows.len(), ErrorCode::ALL.len(), "one row per code");
+        let mut names = std::collections::HashSet::new();
+        for (code, row) in ErrorCode::ALL.iter().zip(&rows) {
+            assert!(names.insert(code.as_str()), "`{code}` twice");
+            let expected = format!("//! | `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(row.starts_with(&expected), "{row:?} is not {expected:?}");
+        }
+    }
+
+    #[test]
+    fn rule_errors_keep_their_codes_and_bodies_serialize_codes_as_strings() {
+        let code = ErrorCode::Rule(RuleErrorKind::UnknownOperator);
+        assert_eq!((code.as_str(), code.status()), ("unknown_operator", StatusCode::UNPROCESSABLE_ENTITY));
+        let body = ErrorBody { error: ApiError::new(ErrorCode::Conflict, "exists").with_field("ref").body };
+        assert_eq!(
+            serde_json::to_value(body).unwrap(),
+            json!({"error": {"code": "conflict", "message": "exists", "field": "ref"}})
+        );
     }
 }

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ApiState;
-use super::error::{ApiError, ApiJson, ErrorBody, from_value, join_field};
+use super::error::{ApiError, ApiJson, ErrorBody, ErrorCode, from_value, join_field};
 use crate::auth::Principal;
+use crate::history::{EnforcementRecord, EventRecord, ListFilter};
 use crate::pipeline::Source;
-use crate::store::{EnforcementRecord, EventRecord, ListFilter};
 
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1_000;
@@ -187,7 +187,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
 }
 
 fn query_rejection(rejection: &QueryRejection) -> ApiError {
-    ApiError::bad_request("bad_query", rejection.body_text())
+    ApiError::new(ErrorCode::BadQuery, rejection.body_text())
 }
 
 fn rfc3339(micros: i64) -> String {
@@ -200,7 +200,7 @@ fn parse_time(value: Option<&str>, field: &str) -> Result<Option<i64>, ApiError>
     value
         .map(|text| {
             DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_micros()).map_err(|e| {
-                ApiError::bad_request("bad_query", format!("`{text}` is not an RFC 3339 time: {e}")).with_field(field)
+                ApiError::new(ErrorCode::BadQuery, format!("`{text}` is not an RFC 3339 time: {e}")).with_field(field)
             })
         })
         .transpose()
@@ -210,7 +210,7 @@ fn parse_time(value: Option<&str>, field: &str) -> Result<Option<i64>, ApiError>
 pub(super) fn checked_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request("bad_query", format!("limit must be 1 to {MAX_LIMIT}")).with_field("limit"));
+        return Err(ApiError::new(ErrorCode::BadQuery, format!("limit must be 1 to {MAX_LIMIT}")).with_field("limit"));
     }
     Ok(limit)
 }
@@ -248,7 +248,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     let filter = page_filter(q.trigger, None, q.since.as_deref(), q.until.as_deref(), q.limit, q.before)?;
-    let events = state.app.store.events(&filter).await?;
+    let events = state.app.history.events(&filter).await?;
     let next = next_cursor(events.iter().map(|e| e.id.clone()), filter.limit);
     Ok(Json(EventPage { events: events.into_iter().map(EventOut::from).collect(), next }))
 }
@@ -258,7 +258,7 @@ pub async fn list(
     params(("id" = String, Path, description = "Event id")),
     responses((status = 200, body = EventOut), (status = 404, body = ErrorBody)))]
 pub async fn get_one(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<EventOut>, ApiError> {
-    let event = state.app.store.event(&id).await?.ok_or_else(|| ApiError::not_found(format!("no event `{id}`")))?;
+    let event = state.app.history.event(&id).await?.ok_or_else(|| ApiError::not_found(format!("no event `{id}`")))?;
     Ok(Json(event.into()))
 }
 
@@ -270,7 +270,7 @@ pub async fn enforcements(
     ApiQuery(q): ApiQuery<EnforcementQuery>,
 ) -> Result<Json<EnforcementPage>, ApiError> {
     let filter = page_filter(q.trigger, q.rule, q.since.as_deref(), q.until.as_deref(), q.limit, q.before)?;
-    let rows = state.app.store.enforcements(&filter).await?;
+    let rows = state.app.history.enforcements(&filter).await?;
     let next = next_cursor(rows.iter().map(|e| e.id.clone()), filter.limit);
     Ok(Json(EnforcementPage { enforcements: rows.into_iter().map(EnforcementOut::from).collect(), next }))
 }
@@ -293,26 +293,24 @@ pub async fn ingest(
     };
     let items: Vec<EventIn> = if batch { from_value(body, "")? } else { vec![from_value(body, "")?] };
     if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::unprocessable("bad_batch", format!("post 1 to {MAX_BATCH} events")));
+        return Err(ApiError::new(ErrorCode::BadBatch, format!("post 1 to {MAX_BATCH} events")));
     }
     for (index, item) in items.iter().enumerate() {
         if !principal.may_post(&item.trigger) {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "trigger_not_allowed",
+                ErrorCode::TriggerNotAllowed,
                 format!("token `{}` may not post events for `{}`", principal.name, item.trigger),
             )
             .with_field(field_of(index, "trigger")));
         }
         if !item.payload.is_object() {
-            return Err(ApiError::unprocessable("payload_not_object", "a payload is a JSON object")
+            return Err(ApiError::new(ErrorCode::PayloadNotObject, "a payload is a JSON object")
                 .with_field(field_of(index, "payload")));
         }
         let size = item.payload.to_string().len();
         if size > MAX_PAYLOAD_BYTES {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!("payload {index}: {size} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}"),
             )
             .with_field(field_of(index, "payload")));

@@ -29,7 +29,7 @@
 //! "read" is an `admin` or `readonly` token, "admin" an `admin` token, "ingest" an `admin` or
 //! `sensor` token (see [`crate::auth`]). Every route that needs a token answers 401 without one
 //! and 403 outside its scope, before the handler runs. Errors have one shape, [`ErrorBody`]
-//! (the status table is in `api/error.rs`). JSON bodies are limited to 2 MiB (axum's default),
+//! (every code and its status are in the table of [`ErrorCode`], `api/error.rs`). JSON bodies are limited to 2 MiB (axum's default),
 //! webhook bodies to [`WEBHOOK_MAX_BODY_BYTES`]; beyond, 413.
 //!
 //! The OpenAPI document is generated from the handlers and types here ([`ApiDoc`]).
@@ -53,7 +53,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::OpenApi;
 
-pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 pub use events::{EnforcementOut, EnforcementPage, EventBatch, EventIn, EventOut, EventPage, IngestedOut};
 pub use ops::{Check, Readiness};
 pub use packs::{PackInfo, PackList, ReloadOut};
@@ -175,9 +175,7 @@ pub fn router(state: ApiState) -> Router {
     protected
         .merge(public)
         .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
-        })
+        .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed here") })
         .with_state(state)
 }
 
@@ -202,7 +200,7 @@ async fn require_token(State(state): State<ApiState>, mut request: Request, next
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .ok_or(auth::AuthError::Unauthorized("missing `Authorization: Bearer <token>`"))?;
-    let principal = auth::authenticate(state.app.store.as_ref(), bearer).await?;
+    let principal = state.app.tokens.authenticate(bearer).await?;
     principal.require(access)?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
@@ -220,7 +218,7 @@ async fn require_token(State(state): State<ApiState>, mut request: Request, next
         packs::list, packs::reload, ops::metrics,
         webhooks::webhook,
     ),
-    components(schemas(ErrorBody, ErrorDetail, auth::Scope)),
+    components(schemas(ErrorBody, ErrorDetail, ErrorCode, auth::Scope)),
     modifiers(&BearerAuth),
     tags(
         (name = "rules", description = "Rules: create, change, enable, disable, dry-run"),
@@ -262,5 +260,12 @@ mod tests {
         for path in ["/api/v1/rules", "/api/v1/rules/{ref}", "/api/v1/webhooks/{trigger_ref}", "/ready"] {
             assert!(doc.paths.paths.contains_key(path), "{path}");
         }
+        let json = serde_json::to_value(&doc).unwrap();
+        let codes = &json["components"]["schemas"]["ErrorCode"]["enum"];
+        assert_eq!(codes.as_array().map(Vec::len), Some(ErrorCode::ALL.len()), "{codes}");
+        assert_eq!(
+            json["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
     }
 }

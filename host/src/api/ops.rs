@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::{ApiDoc, ApiState, SensorControl, SensorInfo, TriggerInfo};
 
 /// How long `GET /ready` waits for each check.
@@ -59,7 +59,7 @@ pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Readiness
         Ok(Err(e)) => Check { ok: false, error: Some(e) },
         Err(_) => Check { ok: false, error: Some(format!("no answer within {READY_CHECK_TIMEOUT:?}")) },
     };
-    let store = async { state.app.store.ping().await.map_err(|e| e.to_string()) };
+    let store = async { state.app.ping_store().await.map_err(|e| e.to_string()) };
     let bus = async { state.app.bus.ready().await.map_err(|e| e.to_string()) };
     let (store, bus) =
         tokio::join!(tokio::time::timeout(READY_CHECK_TIMEOUT, store), tokio::time::timeout(READY_CHECK_TIMEOUT, bus));
@@ -75,7 +75,7 @@ pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Readiness
         (status = 401, body = ErrorBody)))]
 pub async fn metrics(State(state): State<ApiState>) -> Response {
     // The backlog is read from the store, so it counts rows every host wrote.
-    match state.app.store.outbox_backlog().await {
+    match state.app.outbox_backlog().await {
         Ok(rows) => state.app.metrics.set_outbox_backlog(rows),
         Err(e) => tracing::warn!("metrics: cannot count the outbox backlog: {e}"),
     }
@@ -99,9 +99,10 @@ pub async fn triggers(State(state): State<ApiState>) -> Json<TriggerList> {
 }
 
 fn supervisor(state: &ApiState) -> Result<&dyn SensorControl, ApiError> {
-    state.sensors.as_deref().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sensors_unavailable", "this server runs no sensor supervisor")
-    })
+    state
+        .sensors
+        .as_deref()
+        .ok_or_else(|| ApiError::new(ErrorCode::SensorsUnavailable, "this server runs no sensor supervisor"))
 }
 
 /// Every sensor: state, last error, polls, fuel used, events.

@@ -2,11 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use crate::pack::Pack;
 use crate::supervisor::SensorChanges;
 
@@ -63,11 +62,12 @@ pub async fn list(State(state): State<ApiState>) -> Json<PackList> {
         (status = 422, description = "A pack is invalid; `message` names the file, `field` the field", body = ErrorBody),
         (status = 503, description = "This server does not load packs", body = ErrorBody)))]
 pub async fn reload(State(state): State<ApiState>) -> Result<Json<ReloadOut>, ApiError> {
-    let control = state.packs.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "packs_unavailable", "this server does not load packs")
-    })?;
+    let control = state
+        .packs
+        .clone()
+        .ok_or_else(|| ApiError::new(ErrorCode::PacksUnavailable, "this server does not load packs"))?;
     let (packs, sensors) = control.reload().await.map_err(|e| {
-        let error = ApiError::unprocessable("invalid_pack", e.to_string());
+        let error = ApiError::new(ErrorCode::InvalidPack, e.to_string());
         match e.field {
             Some(field) => error.with_field(field),
             None => error,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::ApiState;
-use super::error::{ApiError, ApiJson, ErrorBody, from_value, join_field};
+use super::error::{ApiError, ApiJson, ErrorBody, ErrorCode, from_value, join_field};
 use super::events::{ApiQuery, checked_limit};
 
 /// A rule document (OpenAPI view of `attune_rules::RuleSpec`, which is what is parsed). Unknown
@@ -124,7 +124,7 @@ impl DryRunOut {
 /// Parses a rule document; errors are 422 naming the field under `prefix`.
 fn parse_rule(value: Value, prefix: &str) -> Result<RuleSpec, ApiError> {
     if !value.is_object() {
-        return Err(ApiError::unprocessable("invalid_body", "a rule is a JSON object").with_field(prefix));
+        return Err(ApiError::new(ErrorCode::InvalidBody, "a rule is a JSON object").with_field(prefix));
     }
     from_value(value, prefix)
 }
@@ -201,7 +201,7 @@ pub async fn replace(
                 object.insert("ref".into(), json!(rule_ref));
             }
             Some(given) if given != &json!(rule_ref) => {
-                return Err(ApiError::unprocessable("ref_mismatch", format!("the body's ref is not `{rule_ref}`"))
+                return Err(ApiError::new(ErrorCode::RefMismatch, format!("the body's ref is not `{rule_ref}`"))
                     .with_field("ref"));
             }
             Some(_) => {}
@@ -256,10 +256,10 @@ pub async fn test(State(state): State<ApiState>, ApiJson(body): ApiJson) -> Resu
         (Some(payload), None) => (payload, EventDocument::dry_run(rule.trigger(), ctx.now)),
         (None, Some(id)) => {
             let event =
-                state.app.store.event(&id).await?.ok_or_else(|| ApiError::not_found(format!("no event `{id}`")))?;
+                state.app.history.event(&id).await?.ok_or_else(|| ApiError::not_found(format!("no event `{id}`")))?;
             if event.trigger_ref != rule.trigger() {
-                return Err(ApiError::unprocessable(
-                    "trigger_mismatch",
+                return Err(ApiError::new(
+                    ErrorCode::TriggerMismatch,
                     format!(
                         "event `{id}` is for trigger `{}`; the rule listens on `{}`",
                         event.trigger_ref,
@@ -272,12 +272,10 @@ pub async fn test(State(state): State<ApiState>, ApiJson(body): ApiJson) -> Resu
             (event.payload, document)
         }
         (None, None) => {
-            return Err(
-                ApiError::unprocessable("missing_field", "give `payload` (or `event_id`)").with_field("payload")
-            );
+            return Err(ApiError::new(ErrorCode::MissingField, "give `payload` (or `event_id`)").with_field("payload"));
         }
         (Some(_), Some(_)) => {
-            return Err(ApiError::unprocessable("conflicting_fields", "give `payload` or `event_id`, not both")
+            return Err(ApiError::new(ErrorCode::ConflictingFields, "give `payload` or `event_id`, not both")
                 .with_field("event_id"));
         }
     };

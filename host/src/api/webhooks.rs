@@ -27,7 +27,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::events::IngestedOut;
 use crate::pipeline::Source;
 
@@ -175,24 +175,20 @@ pub async fn webhook(
     };
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", rejection.body_text())
+            ApiError::new(ErrorCode::BodyTooLarge, rejection.body_text())
         } else {
-            ApiError::bad_request("bad_body", rejection.body_text())
+            ApiError::new(ErrorCode::BadBody, rejection.body_text())
         }
     })?;
     let signature = headers.get(SIGNATURE_HEADER).and_then(|h| h.to_str().ok());
     if !verify(secret, &body, signature) {
         tracing::warn!(trigger = %trigger_ref, "webhook refused: missing or wrong signature");
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "missing or wrong `X-Attune-Signature: sha256=<hex>`",
-        ));
+        return Err(ApiError::new(ErrorCode::BadSignature, "missing or wrong `X-Attune-Signature: sha256=<hex>`"));
     }
     let payload: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not JSON: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("the body is not JSON: {e}")))?;
     if !payload.is_object() {
-        return Err(ApiError::unprocessable("payload_not_object", "a webhook body is a JSON object"));
+        return Err(ApiError::new(ErrorCode::PayloadNotObject, "a webhook body is a JSON object"));
     }
     let ingested = state
         .app

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::catalog::PackCatalog;
+use crate::catalog::{PackCatalog, PayloadMismatch};
 use crate::store::{EventRecord, now_micros};
 
 /// Where payloads come from.
@@ -80,8 +80,8 @@ pub enum Rejected {
     UnknownTrigger { index: usize, trigger: String },
     #[error("payload {index}: trigger `{trigger}` is not declared by {origin}")]
     Undeclared { index: usize, trigger: String, origin: String },
-    #[error("payload {index}: does not match the payload_schema of `{trigger}`: {errors}")]
-    Schema { index: usize, trigger: String, errors: String },
+    #[error("payload {index}: {mismatch}")]
+    Schema { index: usize, mismatch: PayloadMismatch },
 }
 
 /// Checks a batch of payloads against `catalog` and turns them into events, all or none. Sizes
@@ -99,7 +99,7 @@ pub fn generate(catalog: &PackCatalog, source: &Source, payloads: Vec<Payload>) 
             if !source.declares(&trigger) {
                 return Err(Rejected::Undeclared { index, trigger, origin: source.label() });
             }
-            catalog.check_payload(index, &trigger, &payload)?;
+            catalog.check_payload(&trigger, &payload).map_err(|mismatch| Rejected::Schema { index, mismatch })?;
             let (id, rule_ref) = match source {
                 Source::Timer { rule_ref, scheduled_at } => {
                     (derived_id(*scheduled_at, &format!("{rule_ref}\0{scheduled_at}\0{index}")), Some(rule_ref.clone()))
