@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::api::WebhookSecrets;
 use crate::app::AppConfig;
-use crate::cli::ServeArgs;
 use crate::sandbox::EngineSettings;
 use crate::serve::ServeConfig;
 use crate::supervisor::SupervisorOptions;
@@ -52,6 +52,49 @@ impl FileConfig {
         }
         Ok(config)
     }
+}
+
+/// Settings of `serve`. Each comes from its flag, else its `ATTUNE_*` variable, else the config
+/// file, else the default shown (see [`crate::config`]).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// YAML file with any of the settings below (keys as the flags, with `_`); unknown keys
+    /// are an error. Relative paths in it are relative to the file.
+    #[arg(long, env = "ATTUNE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://..` [default: sqlite://<data dir>/attune.db]
+    #[arg(long, env = "ATTUNE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// RabbitMQ `amqp://..` [default: the in-process bus]
+    #[arg(long, env = "ATTUNE_AMQP_URL")]
+    pub amqp_url: Option<String>,
+    /// API address [default: 127.0.0.1:8080]
+    #[arg(long, env = "ATTUNE_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Directory of packs, each subdirectory with a pack.yaml [default: sensors]
+    #[arg(long, env = "ATTUNE_PACKS")]
+    pub packs: Option<PathBuf>,
+    /// Where the SQLite file and the first admin token go [default: data]
+    #[arg(long, env = "ATTUNE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Compiled-component cache [default: ~/.cache/attune/components]
+    #[arg(long, env = "ATTUNE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Where python.wasm and javascript.wasm are [default: build/runtimes]
+    #[arg(long, env = "ATTUNE_RUNTIMES_DIR")]
+    pub runtimes_dir: Option<PathBuf>,
+    /// Consecutive failures before a sensor is quarantined [default: 5]
+    #[arg(long, env = "ATTUNE_QUARANTINE_AFTER")]
+    pub quarantine_after: Option<u32>,
+    /// First backoff after a sensor failure, doubling [default: 1000]
+    #[arg(long, env = "ATTUNE_BACKOFF_INITIAL_MS")]
+    pub backoff_initial_ms: Option<u64>,
+    /// Longest backoff [default: 60000]
+    #[arg(long, env = "ATTUNE_BACKOFF_MAX_MS")]
+    pub backoff_max_ms: Option<u64>,
+    /// Print the effective settings (as a config file) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// The effective settings: each from the flag or its variable, else the file, else the default.

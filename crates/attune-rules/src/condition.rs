@@ -1,11 +1,11 @@
 //! The condition tree: checked and compiled from the rule's raw `conditions`, then evaluated
 //! (fast, short-circuiting) or explained (every node, with reasons).
 
+use crate::context::MatchInput;
 use crate::error::{RuleError, RuleErrorKind};
-use crate::explain::{ConditionExplanation, LeafExplanation, LeafOutcome};
+use crate::explain::{ConditionExplanation, LeafExplanation, LeafOutcome, short_json};
 use crate::operator::{self, Check, Operator, Outcome, compile_check, type_name};
-use crate::path::{Path, Step};
-use crate::rule::MatchInput;
+use crate::path::{Path, Step, walk_steps};
 use serde_json::{Map, Value};
 
 /// Deepest nesting of `all`/`any`/`not` accepted (the top node is depth 1).
@@ -272,14 +272,13 @@ fn round_seconds(s: f64) -> String {
     if s >= 100.0 || s.fract() == 0.0 { format!("{s:.0}") } else { format!("{s:.3}") }
 }
 
-/// Compact JSON, cut to about 80 characters for explanations.
-pub(crate) fn short_json(v: &Value) -> String {
-    const MAX: usize = 80;
-    let text = v.to_string();
-    if text.chars().count() <= MAX {
-        return text;
+impl Root {
+    /// The value a field path's steps start from.
+    pub(crate) fn resolve<'a>(self, input: &MatchInput<'a>, steps: &[Step]) -> Option<&'a Value> {
+        match self {
+            Root::Payload => walk_steps(steps, input.payload),
+            Root::Trigger => walk_steps(steps, input.trigger),
+            Root::Event => input.event_steps(steps),
+        }
     }
-    let mut cut: String = text.chars().take(MAX).collect();
-    cut.push('…');
-    cut
 }

@@ -11,6 +11,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+use crate::path::{Step, walk_steps};
+
 /// An event as rules read it under `event.*`: built once per event, shared by every rule on its
 /// trigger. The payload is not copied in; `event.payload.*` reads the payload itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,4 +43,32 @@ impl EventDocument {
 /// The `trigger` document of a rule: its trigger ref and its own `trigger_params`.
 pub(crate) fn trigger_document(rule_trigger: &str, params: &serde_json::Map<String, Value>) -> Value {
     json!({"ref": rule_trigger, "params": params})
+}
+
+/// What one rule is matched against: one event. Built only by [`crate::CompiledRule::input`]
+/// (from the documents above), so every caller gives rules the same documents.
+///
+/// Field paths and templates read `payload.*`, `trigger.*` and `event.*` from here. `event` may
+/// leave out its `payload` key: `event.payload.*` then reads `payload`, so the host need not copy
+/// the payload into an event document.
+#[derive(Debug, Clone, Copy)]
+pub struct MatchInput<'a> {
+    pub(crate) payload: &'a Value,
+    pub(crate) trigger: &'a Value,
+    pub(crate) event: &'a Value,
+    /// "Now" for `timediff_lt` / `timediff_gt`.
+    pub(crate) now: DateTime<Utc>,
+}
+
+impl<'a> MatchInput<'a> {
+    /// Follows `steps` under the `event` root.
+    pub(crate) fn event_steps(&self, steps: &[Step]) -> Option<&'a Value> {
+        if let [Step::Key(first), rest @ ..] = steps
+            && first == "payload"
+            && self.event.get("payload").is_none()
+        {
+            return walk_steps(rest, self.payload);
+        }
+        walk_steps(steps, self.event)
+    }
 }

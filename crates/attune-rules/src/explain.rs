@@ -1,7 +1,6 @@
 //! Why a rule matched or not: a tree mirroring the conditions (what `rule test` prints and the
 //! API's dry run returns), and its text form.
 
-use crate::condition::short_json;
 use crate::error::RuleError;
 use serde::Serialize;
 use serde_json::Value;
@@ -164,4 +163,16 @@ fn write_node(out: &mut String, node: &ConditionExplanation, depth: usize) {
             }
         },
     }
+}
+
+/// Compact JSON, cut to about 80 characters for explanations.
+pub(crate) fn short_json(v: &Value) -> String {
+    const MAX: usize = 80;
+    let text = v.to_string();
+    if text.chars().count() <= MAX {
+        return text;
+    }
+    let mut cut: String = text.chars().take(MAX).collect();
+    cut.push('…');
+    cut
 }

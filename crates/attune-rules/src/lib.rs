@@ -100,14 +100,14 @@ mod tests;
 
 pub use cli::{RuleTestOutcome, rule_test, rule_test_with};
 pub use condition::{MAX_DEPTH, MAX_NODES};
-pub use context::EventDocument;
+pub use context::{EventDocument, MatchInput};
 pub use error::{RuleError, RuleErrorKind, SpecFormat, SpecParseError};
 pub use explain::{ConditionExplanation, Explanation, LeafExplanation, LeafOutcome, explain_text};
 pub use index::RuleIndex;
 pub use operator::{Operator, REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT};
 pub use path::PathError;
-pub use rule::{ActionContext, CompiledRule, DryRun, DryRunError, MatchInput, compile};
+pub use rule::{ActionContext, CompiledRule, DryRun, DryRunError, compile};
 pub use spec::{ActionSpec, RuleSpec};
 
-/// Re-exported so callers build [`MatchInput::now`] and [`ActionContext::now`] with the same type.
+/// Re-exported so callers give [`CompiledRule::input`] and [`ActionContext`] times of the same type.
 pub use chrono;

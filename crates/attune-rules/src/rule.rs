@@ -2,7 +2,7 @@
 //! regexes and lowercased strings, and the action parameters with parsed templates.
 
 use crate::condition::{self, Node};
-use crate::context::{EventDocument, trigger_document};
+use crate::context::{EventDocument, MatchInput, trigger_document};
 use crate::error::{RuleError, RuleErrorKind};
 use crate::explain::{ConditionExplanation, Explanation};
 use crate::operator::now_seconds;
@@ -13,34 +13,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-
-/// What one rule is matched against: one event. Built only by [`CompiledRule::input`] (see
-/// [`crate::context`]), so every caller gives rules the same documents.
-///
-/// Field paths and templates read `payload.*`, `trigger.*` and `event.*` from here. `event` may
-/// leave out its `payload` key: `event.payload.*` then reads `payload`, so the host need not copy
-/// the payload into an event document.
-#[derive(Debug, Clone, Copy)]
-pub struct MatchInput<'a> {
-    pub(crate) payload: &'a Value,
-    pub(crate) trigger: &'a Value,
-    pub(crate) event: &'a Value,
-    /// "Now" for `timediff_lt` / `timediff_gt`.
-    pub(crate) now: DateTime<Utc>,
-}
-
-impl<'a> MatchInput<'a> {
-    /// Follows `steps` under the `event` root.
-    fn event_steps(&self, steps: &[Step]) -> Option<&'a Value> {
-        if let [Step::Key(first), rest @ ..] = steps
-            && first == "payload"
-            && self.event.get("payload").is_none()
-        {
-            return walk_steps(rest, self.payload);
-        }
-        walk_steps(steps, self.event)
-    }
-}
 
 /// What action templates may read besides the event.
 #[derive(Debug, Clone, Copy)]
@@ -235,17 +207,6 @@ impl CompiledRule {
             Err(e) => (None, Some(DryRunError { field: e.field, message: e.message, code: e.kind.code() })),
         };
         DryRun { action_ref: self.spec.action.action_ref.clone(), explanation, parameters, action_error }
-    }
-}
-
-impl condition::Root {
-    /// The value a field path's steps start from.
-    pub(crate) fn resolve<'a>(self, input: &MatchInput<'a>, steps: &[Step]) -> Option<&'a Value> {
-        match self {
-            condition::Root::Payload => walk_steps(steps, input.payload),
-            condition::Root::Trigger => walk_steps(steps, input.trigger),
-            condition::Root::Event => input.event_steps(steps),
-        }
     }
 }
 
