@@ -2,6 +2,7 @@
 //! bus and outbox relay. `serve`, the tests and the benchmarks all start the same thing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use attune_bus::{AmqpBus, AmqpOptions, Bus, DEFAULT_EXCHANGE, InProcessBus, Relay, RelayOptions, RelayStats};
 use attune_timers::{Scheduler, SchedulerConfig, SchedulerHandle, SystemClock};
@@ -29,11 +30,42 @@ pub struct AppConfig {
     /// RabbitMQ; `None` for the in-process bus.
     pub amqp_url: Option<String>,
     pub exchange: String,
+    /// Events (with their enforcements) and published outbox rows older than this are deleted;
+    /// `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl AppConfig {
+    /// The in-process bus, keeping everything.
     pub fn new(database_url: impl Into<String>) -> Self {
-        Self { database_url: database_url.into(), amqp_url: None, exchange: DEFAULT_EXCHANGE.into() }
+        Self { database_url: database_url.into(), amqp_url: None, exchange: DEFAULT_EXCHANGE.into(), retention: None }
+    }
+}
+
+/// Rows one pruning transaction deletes at most: small enough not to hold the writer long.
+const PRUNE_BATCH_ROWS: i64 = 1_000;
+
+/// Deletes what is past `retention`, in small batches, every quarter of `retention` (between
+/// 1 s and 1 min), until aborted.
+async fn prune_forever(store: Arc<dyn Store>, retention: Duration) {
+    let retention_micros = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+    let period = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let before = crate::store::now_micros().saturating_sub(retention_micros);
+        loop {
+            match store.prune(before, PRUNE_BATCH_ROWS).await {
+                Ok(pruned) if pruned.full(PRUNE_BATCH_ROWS) => tokio::task::yield_now().await,
+                Ok(pruned) => {
+                    tracing::debug!(?pruned, "pruned what is past retention");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot prune what is past retention: {e}");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(period).await;
     }
 }
 
@@ -78,6 +110,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     relay: JoinHandle<RelayStats>,
     stop_relay: oneshot::Sender<()>,
+    /// Deletes what is past retention, when there is a retention.
+    pruner: Option<JoinHandle<()>>,
 }
 
 impl App {
@@ -118,6 +152,7 @@ impl App {
         });
         let history = EventHistory::new(store.clone());
         let tokens = Tokens::new(store.clone());
+        let pruner = config.retention.map(|retention| tokio::spawn(prune_forever(store.clone(), retention)));
         Ok(Self {
             store,
             catalog,
@@ -131,6 +166,7 @@ impl App {
             metrics,
             relay,
             stop_relay,
+            pruner,
         })
     }
 
@@ -168,6 +204,9 @@ impl App {
 
     /// Stops the relay after it flushed what it could (bounded by its shutdown flush time).
     pub async fn shutdown(self) -> RelayStats {
+        if let Some(pruner) = &self.pruner {
+            pruner.abort();
+        }
         self.timers.shutdown().await;
         let _ = self.stop_relay.send(());
         self.relay.await.unwrap_or_default()

@@ -293,21 +293,8 @@ pub fn parse_expiry(text: &str, now: i64) -> Result<i64, TokenError> {
     if let Ok(at) = attune_rules::chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.timestamp_micros());
     }
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let seconds_per_unit: i64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    let number: i64 = number.parse().map_err(|_| bad())?;
-    number
-        .checked_mul(seconds_per_unit * 1_000_000)
-        .and_then(|micros| now.checked_add(micros))
-        .filter(|_| number > 0)
-        .ok_or_else(bad)
+    let duration = crate::duration::parse(text).ok_or_else(bad)?;
+    i64::try_from(duration.as_micros()).ok().and_then(|micros| now.checked_add(micros)).ok_or_else(bad)
 }
 
 /// Every token, oldest first, revoked and expired ones included.

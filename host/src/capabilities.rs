@@ -20,7 +20,13 @@
 //! ```
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use cap_std::fs::{Dir, FileTypeExt, MetadataExt, OpenOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct HostPattern {
@@ -121,54 +127,249 @@ impl fmt::Display for AllowedHosts {
     }
 }
 
-/// Directories a sensor may read (never write). Stored canonicalized, so `..` and symlinks in a
-/// requested path cannot lead outside them. A relative path from the sensor is taken relative to
-/// `base` (the pack directory), the same way the manifest's own entries are.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Directories a sensor may read (never write), each opened once, when the sensor is loaded, as a
+/// directory handle (`cap_std::fs::Dir`): the only use of ambient authority. A sensor names files
+/// by host path, absolute or relative to `base` (the pack directory), as the manifest names the
+/// directories; the path is mapped to a granted handle and the rest of it, which the kernel
+/// resolves beneath that handle (`openat2(RESOLVE_BENEATH)`), so no `..` and no symlink, even
+/// one swapped in after a check, leads outside. Only regular files are read.
+///
+/// | granted (manifest)   | sensor asks for          | opened as                       |
+/// |----------------------|--------------------------|---------------------------------|
+/// | `inbox` (pack `/p`)  | `inbox/a.txt`            | `a.txt` beneath the `inbox` handle |
+/// | `inbox` (pack `/p`)  | `/p/inbox/sub/../b.txt`  | `b.txt` beneath it (`..` is taken lexically) |
+/// | `inbox` (pack `/p`)  | `/p/inbox/../secret`     | refused: not under a granted path |
+/// | `inbox` (pack `/p`)  | `inbox/link/x` (link to `/etc`) | refused by the kernel: leads outside |
+#[derive(Clone, Default)]
 pub struct GrantedPaths {
-    dirs: Vec<PathBuf>,
+    dirs: Vec<GrantedDir>,
     base: PathBuf,
+    /// Calls of this sensor still running on a helper thread (see [`GrantedPaths::begin_call`]).
+    in_flight: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct GrantedDir {
+    /// The absolute paths that name it: as the manifest spells it (with `..` and `.` taken
+    /// lexically) and its canonical path.
+    names: Vec<PathBuf>,
+    /// Device and inode of the directory opened: a reload keeps a sensor whose grants are the
+    /// same directories, and restarts it (with fresh handles) when one was replaced.
+    identity: (u64, u64),
+    handle: Arc<Dir>,
+}
+
+impl fmt::Debug for GrantedPaths {
+    /// The paths only (a handle's descriptor number would make every load look different).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrantedPaths")
+            .field("dirs", &self.dirs.iter().map(|d| (&d.names, d.identity)).collect::<Vec<_>>())
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl PartialEq for GrantedPaths {
+    fn eq(&self, other: &Self) -> bool {
+        self.base == other.base
+            && self.dirs.len() == other.dirs.len()
+            && self.dirs.iter().zip(&other.dirs).all(|(a, b)| (&a.names, a.identity) == (&b.names, b.identity))
+    }
+}
+
+impl Eq for GrantedPaths {}
+
+/// One entry of [`GrantedPaths::list_dir`] (a symlink is described as itself, not its target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantedEntry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// Most filesystem calls of one sensor that may still be running: its calls are sequential, so
+/// one still running when the next begins outlived its poll's deadline on a stuck filesystem.
+const CALLS_IN_FLIGHT_MAX: usize = 1;
+
+/// A filesystem call counted as in flight until dropped.
+#[derive(Debug)]
+pub struct CallGuard(Arc<AtomicUsize>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl GrantedPaths {
-    /// Canonicalizes each directory; relative ones are taken relative to `base`.
+    /// Opens each directory (relative ones are taken relative to `base`) as a handle.
     pub fn resolve<P: AsRef<Path>>(dirs: &[P], base: &Path) -> Result<Self, String> {
+        // Absolute, so a relative path from the sensor resolves the same whatever the working directory.
+        let canonical_base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
         let dirs = dirs
             .iter()
             .map(|dir| {
-                let dir = base.join(dir.as_ref());
-                let canonical = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+                let given = base.join(dir.as_ref());
+                let canonical = given.canonicalize().map_err(|e| format!("{}: {e}", given.display()))?;
                 if !canonical.is_dir() {
-                    return Err(format!("{}: not a directory", dir.display()));
+                    return Err(format!("{}: not a directory", given.display()));
                 }
-                Ok(canonical)
+                let handle = Dir::open_ambient_dir(&canonical, cap_std::ambient_authority())
+                    .map_err(|e| format!("{}: {e}", given.display()))?;
+                let meta = handle.dir_metadata().map_err(|e| format!("{}: {e}", given.display()))?;
+                let identity = (meta.dev(), meta.ino());
+                let mut names = vec![canonical];
+                for name in [std::path::absolute(&given).ok(), Some(canonical_base.join(dir.as_ref()))] {
+                    let name = name.map(|n| normalize(&n));
+                    if let Some(name) = name.filter(|n| !names.contains(n)) {
+                        names.push(name);
+                    }
+                }
+                Ok(GrantedDir { names, identity, handle: Arc::new(handle) })
             })
             .collect::<Result<_, _>>()?;
-        // Absolute, so a relative path from the sensor resolves the same whatever the working directory.
-        let base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
-        Ok(Self { dirs, base })
+        Ok(Self { dirs, base: canonical_base, in_flight: Arc::default() })
     }
 
     /// These grants plus `other`'s directories (relative paths still resolve against `self`'s base).
     pub fn with(&self, other: &GrantedPaths) -> Self {
         let mut dirs = self.dirs.clone();
         dirs.extend(other.dirs.iter().cloned());
-        Self { dirs, base: self.base.clone() }
+        Self { dirs, base: self.base.clone(), in_flight: self.in_flight.clone() }
     }
 
-    /// The canonical form of `path` if it lies inside a granted directory.
-    pub fn check(&self, path: &str) -> Result<PathBuf, String> {
+    /// Counts a call that is about to run on a helper thread; `None` while an earlier call of
+    /// this sensor still runs (a stuck filesystem), so such calls do not pile up.
+    pub fn begin_call(&self) -> Option<CallGuard> {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < CALLS_IN_FLIGHT_MAX).then_some(n + 1))
+            .ok()
+            .map(|_| CallGuard(self.in_flight.clone()))
+    }
+
+    /// The granted handle `path` lies under (the most specific one) and the rest of the path
+    /// beneath it, without `.` or `..` (`.` for the granted directory itself).
+    fn locate(&self, path: &str) -> Result<(&Dir, PathBuf), String> {
         let requested = self.base.join(path);
         if !requested.is_absolute() {
             return Err(format!("{path}: path must be absolute"));
         }
-        let canonical = requested.canonicalize().map_err(|e| format!("{path}: {e}"))?;
-        if self.dirs.iter().any(|dir| canonical.starts_with(dir)) {
-            Ok(canonical)
-        } else {
-            Err(format!("{path}: access denied (not under a granted path)"))
+        let requested = normalize(&requested);
+        self.dirs
+            .iter()
+            .flat_map(|dir| {
+                dir.names.iter().filter_map(|name| {
+                    let rest = requested.strip_prefix(name).ok()?;
+                    Some((name.components().count(), &*dir.handle, rest))
+                })
+            })
+            .max_by_key(|(depth, ..)| *depth)
+            .map(|(_, handle, rest)| {
+                let rest = if rest.as_os_str().is_empty() { Path::new(".") } else { rest };
+                (handle, rest.to_path_buf())
+            })
+            .ok_or_else(|| format!("{path}: access denied (not under a granted path)"))
+    }
+
+    /// The entries of the directory `path`, sorted by name.
+    pub fn list_dir(&self, path: &str) -> Result<Vec<GrantedEntry>, String> {
+        let (dir, rest) = self.locate(path)?;
+        let fail = |e| describe(path, e);
+        let mut entries = Vec::new();
+        for entry in dir.read_dir(&rest).map_err(fail)? {
+            let entry = entry.map_err(fail)?;
+            let meta = entry.metadata().map_err(fail)?;
+            entries.push(GrantedEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                is_dir: meta.is_dir(),
+                size: meta.len(),
+                modified: meta.modified().ok().map(|t| t.into_std()),
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// The whole of the regular file `path`, at most `cap` bytes (else an error). Anything else
+    /// (a FIFO, socket, device or directory) is refused without blocking: its type is checked
+    /// before it is opened, it is opened with `O_NONBLOCK`, and the type is checked again on
+    /// the opened handle before a byte is read.
+    pub fn read_file(&self, path: &str, cap: u64) -> Result<Vec<u8>, String> {
+        let (dir, rest) = self.locate(path)?;
+        let fail = |e| describe(path, e);
+        regular_file(path, &dir.metadata(&rest).map_err(fail)?, cap)?;
+        let mut options = OpenOptions::new();
+        options.read(true);
+        // `O_NONBLOCK`, as cap-fs-ext's `OpenOptionsSyncExt::nonblock` sets it: opening a FIFO
+        // swapped in after the check above returns at once instead of waiting for a writer.
+        options._cap_fs_ext_nonblock(true);
+        let file = dir.open_with(&rest, &options).map_err(fail)?;
+        let len = regular_file(path, &file.metadata().map_err(fail)?, cap)?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(cap + 1).read_to_end(&mut bytes).map_err(fail)?;
+        if bytes.len() as u64 > cap {
+            return Err(format!("{path}: more than the read cap of {cap} bytes"));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Refuses anything but a regular file of at most `cap` bytes; its length otherwise.
+fn regular_file(path: &str, meta: &cap_std::fs::Metadata, cap: u64) -> Result<u64, String> {
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else {
+        Some("not a file")
+    };
+    if let Some(what) = what {
+        return Err(format!("{path}: not a regular file ({what})"));
+    }
+    if meta.len() > cap {
+        return Err(format!("{path}: {} bytes exceeds the read cap of {cap} bytes", meta.len()));
+    }
+    Ok(meta.len())
+}
+
+/// The error of a call on `path`; leaving the granted directory is named as a refusal.
+fn describe(path: &str, error: std::io::Error) -> String {
+    match error.kind() {
+        // cap-std's "a path led outside of the filesystem" (no OS error): a `..` or symlink
+        // beneath the handle pointing out of it.
+        std::io::ErrorKind::PermissionDenied if error.raw_os_error().is_none() => {
+            format!("{path}: access denied (leads outside the granted path)")
+        }
+        std::io::ErrorKind::PermissionDenied => format!("{path}: access denied ({error})"),
+        _ => format!("{path}: {error}"),
+    }
+}
+
+/// `path` with `.` dropped and each `..` taking off the component before it, without looking
+/// at the filesystem (what is opened is then resolved beneath a granted handle, which a
+/// symlink cannot leave).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                }
+            }
+            other => out.push(other),
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -197,12 +398,61 @@ mod tests {
         std::fs::write(other.path().join("b.txt"), "b").unwrap();
         let paths = GrantedPaths::resolve(&[granted.path()], Path::new("/")).unwrap();
         let inside = granted.path().join("a.txt");
-        assert!(paths.check(inside.to_str().unwrap()).is_ok());
+        assert_eq!(paths.read_file(inside.to_str().unwrap(), 10).unwrap(), b"a");
         let escape = granted.path().join("..").join(other.path().file_name().unwrap()).join("b.txt");
-        assert!(paths.check(escape.to_str().unwrap()).is_err());
-        assert!(paths.check("relative.txt").is_err(), "no such file under base /");
+        let error = paths.read_file(escape.to_str().unwrap(), 10).unwrap_err();
+        assert!(error.ends_with("access denied (not under a granted path)"), "{error}");
+        assert!(paths.read_file("relative.txt", 10).is_err(), "no such file under base /");
         let based = GrantedPaths::resolve(&[granted.path()], granted.path()).unwrap();
-        assert_eq!(based.check("a.txt").unwrap(), inside.canonicalize().unwrap());
-        assert!(GrantedPaths::default().check(inside.to_str().unwrap()).is_err());
+        assert_eq!(based.read_file("a.txt", 10).unwrap(), b"a");
+        assert_eq!(based.read_file("./sub/../a.txt", 10).unwrap(), b"a");
+        assert_eq!(based.list_dir("").unwrap()[0].name, "a.txt");
+        assert!(based.read_file("a.txt", 0).unwrap_err().contains("exceeds the read cap of 0 bytes"));
+        assert!(based.read_file(".", 10).unwrap_err().ends_with("not a regular file (a directory)"));
+        assert!(GrantedPaths::default().read_file(inside.to_str().unwrap(), 10).is_err());
+        assert!(GrantedPaths::default().read_file("a.txt", 10).unwrap_err().contains("must be absolute"));
+    }
+
+    #[test]
+    fn symlinks_beneath_a_grant_stay_beneath_it() {
+        let granted = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(granted.path().join("a.txt"), "a").unwrap();
+        std::fs::write(other.path().join("b.txt"), "b").unwrap();
+        std::os::unix::fs::symlink("a.txt", granted.path().join("alias")).unwrap();
+        std::os::unix::fs::symlink(other.path(), granted.path().join("out")).unwrap();
+        let paths = GrantedPaths::resolve(&[granted.path()], granted.path()).unwrap();
+        assert_eq!(paths.read_file("alias", 10).unwrap(), b"a");
+        let error = paths.read_file("out/b.txt", 10).unwrap_err();
+        assert_eq!(error, "out/b.txt: access denied (leads outside the granted path)");
+        assert!(paths.list_dir("out").unwrap_err().contains("access denied"));
+        // Listed as what they are: symlinks, not their targets.
+        let names: Vec<_> = paths.list_dir(".").unwrap().into_iter().map(|e| (e.name, e.is_dir)).collect();
+        assert_eq!(names, [("a.txt".into(), false), ("alias".into(), false), ("out".into(), false)]);
+    }
+
+    #[test]
+    fn the_debug_form_names_paths_not_handles() {
+        let granted = tempfile::tempdir().unwrap();
+        let a = GrantedPaths::resolve(&[granted.path()], Path::new("/")).unwrap();
+        let b = GrantedPaths::resolve(&[granted.path()], Path::new("/")).unwrap();
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(a, b);
+        // The same path, another directory: not the same grant.
+        std::fs::rename(granted.path(), granted.path().with_extension("old")).unwrap();
+        std::fs::create_dir(granted.path()).unwrap();
+        let c = GrantedPaths::resolve(&[granted.path()], Path::new("/")).unwrap();
+        assert_ne!(a, c);
+        std::fs::remove_dir(granted.path()).unwrap();
+        std::fs::rename(granted.path().with_extension("old"), granted.path()).unwrap();
+    }
+
+    #[test]
+    fn a_stuck_call_holds_back_the_next() {
+        let paths = GrantedPaths::default();
+        let first = paths.begin_call().unwrap();
+        assert!(paths.begin_call().is_none());
+        drop(first);
+        assert!(paths.begin_call().is_some());
     }
 }

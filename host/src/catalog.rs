@@ -9,7 +9,10 @@ use std::sync::{Arc, RwLock};
 use attune_timers::{TimerSpec, is_timer_trigger};
 use serde_json::{Map, Value};
 
-use crate::pack::{CORE_TRIGGERS, FieldError, Pack, TriggerManifest, core_trigger_description, unknown_trigger};
+use crate::pack::{
+    CORE_ACTIONS, CORE_TRIGGERS, FieldError, Pack, TriggerManifest, USER_NAMESPACE, check_action,
+    core_trigger_description, unknown_trigger,
+};
 use crate::sensor::SensorSpec;
 
 /// One trigger as the host knows it.
@@ -56,15 +59,20 @@ pub struct PayloadMismatch {
     pub errors: String,
 }
 
-/// Why a rule cannot use its trigger.
+/// Why the catalog refuses a rule: what it names is not there, or not its to name. Each
+/// `message` has a did-you-mean when a known name is close.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TriggerUseError {
-    /// `message` has a did-you-mean when a known trigger is close.
+pub enum RuleRefusal {
     #[error("{message}")]
-    Unknown { trigger: String, message: String },
+    UnknownTrigger { trigger: String, message: String },
     /// The `trigger_params` do not fit the trigger (`field` is `trigger_params.<name>`).
     #[error("{0}")]
     Params(FieldError),
+    #[error("{message}")]
+    UnknownAction { message: String },
+    /// The rule's ref is in no loaded pack and not in [`USER_NAMESPACE`], or in `core`.
+    #[error("{message}")]
+    Namespace { message: String },
 }
 
 /// The packs' definitions; see the module docs.
@@ -155,20 +163,52 @@ impl PackCatalog {
         &self,
         trigger: &str,
         params: &Map<String, Value>,
-    ) -> Result<Option<TimerSpec>, TriggerUseError> {
+    ) -> Result<Option<TimerSpec>, RuleRefusal> {
         let Some(def) = self.trigger(trigger) else {
             let known = self.triggers.iter().map(|t| t.trigger_ref.as_str());
-            return Err(TriggerUseError::Unknown { trigger: trigger.into(), message: unknown_trigger(trigger, known) });
+            return Err(RuleRefusal::UnknownTrigger {
+                trigger: trigger.into(),
+                message: unknown_trigger(trigger, known),
+            });
         };
         if is_timer_trigger(trigger) {
             let spec = TimerSpec::parse_new(trigger, &Value::Object(params.clone()), attune_rules::chrono::Utc::now())
-                .map_err(|e| TriggerUseError::Params(FieldError { field: e.field, message: e.message }))?;
+                .map_err(|e| RuleRefusal::Params(FieldError { field: e.field, message: e.message }))?;
             return Ok(Some(spec));
         }
         if let Some(manifest) = &def.manifest {
-            manifest.check_params(params).map_err(TriggerUseError::Params)?;
+            manifest.check_params(params).map_err(RuleRefusal::Params)?;
         }
         Ok(None)
+    }
+}
+
+impl PackCatalog {
+    /// Every action a rule may name: the core ones and those the packs declare.
+    pub fn actions(&self) -> impl Iterator<Item = &str> + Clone {
+        CORE_ACTIONS
+            .iter()
+            .copied()
+            .chain(self.packs.iter().flat_map(|p| p.actions.iter().map(|a| a.action_ref.as_str())))
+    }
+
+    /// Whether a rule may name `action`: a core action or one a loaded pack declares.
+    pub fn check_action(&self, action: &str) -> Result<(), RuleRefusal> {
+        check_action(action, self.actions()).map_err(|message| RuleRefusal::UnknownAction { message })
+    }
+
+    /// Whether a rule saved through the API may have `rule_ref`: it lives in a loaded pack or
+    /// in [`USER_NAMESPACE`]; `core` belongs to the host.
+    pub fn check_rule_namespace(&self, rule_ref: &str) -> Result<(), RuleRefusal> {
+        let namespace = rule_ref.split_once('.').map_or(rule_ref, |(pack, _)| pack);
+        if namespace == USER_NAMESPACE || self.packs.iter().any(|p| p.manifest.pack_ref == namespace) {
+            return Ok(());
+        }
+        Err(RuleRefusal::Namespace {
+            message: format!(
+                "`{rule_ref}`: a rule lives in a loaded pack (`<pack>.<name>`) or in `{USER_NAMESPACE}.<name>`; there is no pack `{namespace}`"
+            ),
+        })
     }
 }
 

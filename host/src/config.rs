@@ -31,6 +31,9 @@ pub struct FileConfig {
     pub quarantine_after: Option<u32>,
     pub backoff_initial_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
+    /// How long events, enforcements and published outbox rows are kept: `7d`, `12h`, .. or
+    /// `off`.
+    pub retention: Option<String>,
     /// Webhook secrets by trigger ref; an `ATTUNE_WEBHOOK_SECRET_<TRIGGER>` variable replaces
     /// the one given here for its trigger.
     pub webhook_secrets: Option<BTreeMap<String, String>>,
@@ -92,6 +95,10 @@ pub struct ServeArgs {
     /// Longest backoff [default: 60000]
     #[arg(long, env = "ATTUNE_BACKOFF_MAX_MS")]
     pub backoff_max_ms: Option<u64>,
+    /// How long events, enforcements and published outbox rows are kept (`7d`, `12h`, .., or
+    /// `off`); unpublished outbox rows are kept until published [default: 7d]
+    #[arg(long, env = "ATTUNE_RETENTION")]
+    pub retention: Option<String>,
     /// Print the effective settings (as a config file) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -129,7 +136,11 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
     }
     Ok(ServeConfig {
         webhook_secrets: file_secrets.overlaid_with(WebhookSecrets::from_env()),
-        app: AppConfig { amqp_url: args.amqp_url.or(file.amqp_url), ..AppConfig::new(database_url) },
+        app: AppConfig {
+            amqp_url: args.amqp_url.or(file.amqp_url),
+            retention: retention(args.retention.or(file.retention).as_deref().unwrap_or(DEFAULT_RETENTION))?,
+            ..AppConfig::new(database_url)
+        },
         listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         packs: args.packs.or(file.packs).unwrap_or_else(|| PathBuf::from("sensors")),
         data_dir,
@@ -152,9 +163,23 @@ pub fn to_file_config(config: &ServeConfig) -> FileConfig {
         quarantine_after: Some(config.supervisor.quarantine_after),
         backoff_initial_ms: Some(config.supervisor.backoff_initial.as_millis() as u64),
         backoff_max_ms: Some(config.supervisor.backoff_max.as_millis() as u64),
+        retention: Some(config.app.retention.map_or_else(|| "off".to_string(), |r| format!("{}s", r.as_secs()))),
         // Secrets are never printed.
         webhook_secrets: None,
     }
+}
+
+/// Events, enforcements and published outbox rows are kept a week unless configured otherwise.
+pub const DEFAULT_RETENTION: &str = "7d";
+
+/// `off`, or a duration such as `7d`.
+fn retention(text: &str) -> Result<Option<Duration>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    crate::duration::parse(text)
+        .map(Some)
+        .ok_or_else(|| format!("retention: `{text}` is not a duration such as `7d`, `12h` or `90m`, nor `off`"))
 }
 
 /// `scheme://user:secret@host..` -> `scheme://user:***@host..`.

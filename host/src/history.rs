@@ -1,10 +1,11 @@
 //! The event history, read side: stored events and enforcements, newest first, paged and
-//! filtered. What `GET /events`, `GET /events/{id}`, `GET /enforcements` and a dry run against a
-//! stored event read; the pipeline alone writes them.
+//! filtered, and the first answers recorded for repeatable requests. What `GET /events`,
+//! `GET /events/{id}`, `GET /enforcements`, a dry run against a stored event and a replayed
+//! request read; the pipeline alone writes them.
 
 use std::sync::Arc;
 
-pub use crate::store::{EnforcementRecord, EventRecord, ListFilter};
+pub use crate::store::{EnforcementRecord, EventRecord, ListFilter, ReplayRecord};
 use crate::store::{Store, StoreError};
 
 /// Reads stored events and enforcements. Cheap to clone (shares the store).
@@ -31,5 +32,10 @@ impl EventHistory {
     /// A page of enforcements, newest first.
     pub async fn enforcements(&self, filter: &ListFilter) -> Result<Vec<EnforcementRecord>, StoreError> {
         self.store.enforcements(filter).await
+    }
+
+    /// The first answer recorded for `key` in `scope` (a webhook delivery, an idempotency key).
+    pub async fn replay(&self, scope: &str, key: &str) -> Result<Option<ReplayRecord>, StoreError> {
+        self.store.replay(scope, key).await
     }
 }

@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod history;
 pub mod limits;
 pub mod metrics;

@@ -44,18 +44,39 @@ impl Limits {
         (self.memory_mib as usize) << 20
     }
 
-    /// Every limit must leave the sensor room to do something; zero is always a mistake.
+    /// Every limit must leave the sensor room to do something (zero is always a mistake) and
+    /// stay under the host's ceiling ([`Limits::CEILING`]), so no pack can claim the host.
     pub fn validate(&self) -> Result<(), String> {
-        let zero = [
-            ("fuel", self.fuel == 0),
-            ("memory_mib", self.memory_mib == 0),
-            ("timeout_ms", self.timeout_ms == 0),
-            ("max_payload_bytes", self.max_payload_bytes == 0),
-            ("max_events_per_poll", self.max_events_per_poll == 0),
+        let ceiling = Self::CEILING;
+        let limits = [
+            ("fuel", self.fuel, ceiling.fuel),
+            ("memory_mib", u64::from(self.memory_mib), u64::from(ceiling.memory_mib)),
+            ("timeout_ms", self.timeout_ms, ceiling.timeout_ms),
+            ("max_payload_bytes", self.max_payload_bytes as u64, ceiling.max_payload_bytes as u64),
+            ("max_events_per_poll", self.max_events_per_poll as u64, ceiling.max_events_per_poll as u64),
         ];
-        match zero.iter().find(|(_, is_zero)| *is_zero) {
-            Some((field, _)) => Err(format!("limits.{field} must be greater than 0")),
-            None => Ok(()),
+        for (field, value, most) in limits {
+            if value == 0 {
+                return Err(format!("limits.{field} must be greater than 0"));
+            }
+            if value > most {
+                return Err(format!("limits.{field} is {value}; the host allows at most {most}"));
+            }
         }
+        Ok(())
     }
+
+    /// The most any sensor may ask for: 100 T fuel (more than the 60 s deadline lets a call
+    /// burn, so the deadline governs), 2 GiB of memory, 60 s per call, 4 MiB per payload (the
+    /// webhook and API limits are lower), 10,000 payloads a poll.
+    pub const CEILING: Limits = Limits {
+        fuel: 100_000_000_000_000,
+        memory_mib: 2_048,
+        timeout_ms: 60_000,
+        max_payload_bytes: 4 << 20,
+        max_events_per_poll: 10_000,
+    };
 }
+
+/// Shortest `poll_interval` a sensor may have, in seconds: 10 polls a second at most.
+pub const MIN_POLL_INTERVAL_SECONDS: f64 = 0.1;

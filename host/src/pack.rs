@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::capabilities::{AllowedHosts, GrantedPaths};
-use crate::limits::Limits;
+use crate::limits::{Limits, MIN_POLL_INTERVAL_SECONDS};
 use crate::sandbox::{Grants, SensorCode};
 use crate::sensor::SensorSpec;
 
@@ -42,6 +42,16 @@ pub struct TriggerManifest {
     pub payload_schema: Option<Value>,
     #[serde(default)]
     pub param_schema: Option<Value>,
+}
+
+/// `actions/<name>.yaml`: an action the pack's executors run, which rules may name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionManifest {
+    #[serde(rename = "ref")]
+    pub action_ref: String,
+    #[serde(default)]
+    pub description: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -93,6 +103,8 @@ pub struct Pack {
     pub dir: PathBuf,
     pub manifest: PackManifest,
     pub triggers: Vec<TriggerManifest>,
+    /// `actions/*.yaml`: the actions rules may name besides the core ones.
+    pub actions: Vec<ActionManifest>,
     pub sensors: Vec<SensorSpec>,
     /// `rules/*.yaml`, each checked as the API would check it.
     pub rules: Vec<PackRule>,
@@ -245,7 +257,7 @@ pub fn did_you_mean<'a>(given: &str, candidates: impl IntoIterator<Item = &'a st
 }
 
 fn read_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, PackError> {
-    let text = std::fs::read_to_string(file).map_err(|e| PackError::new(file, None, e.to_string()))?;
+    let text = read_pack_file(file)?;
     // The parser's message already says which field and at which line and column.
     serde_yaml_ng::from_str(&text).map_err(|e| PackError::new(file, None, e.to_string()))
 }
@@ -269,6 +281,13 @@ pub const WEBHOOK_TRIGGER: &str = "core.webhook";
 /// Triggers every host provides without a pack (the built-in pack `core`): the timers of
 /// `attune_timers` and the generic webhook.
 pub const CORE_TRIGGERS: [&str; 4] = [INTERVAL_TRIGGER, CRON_TRIGGER, DATETIME_TRIGGER, WEBHOOK_TRIGGER];
+
+/// Actions every host knows without a pack: `core.echo` (its parameters are the message) and
+/// `core.noop`.
+pub const CORE_ACTIONS: [&str; 2] = ["core.echo", "core.noop"];
+
+/// The namespace of rules created through the API that belong to no pack.
+pub const USER_NAMESPACE: &str = "user";
 
 /// What `GET /triggers` says of a core trigger.
 pub fn core_trigger_description(trigger_ref: &str) -> &'static str {
@@ -382,15 +401,38 @@ impl Pack {
                 Err(e) => errors.extend(e),
             }
         }
+        let mut actions = Vec::new();
+        for file in yaml_files(&dir.join("actions")).unwrap_or_else(|e| take(errors, e)) {
+            let loaded = read_yaml::<ActionManifest>(&file).and_then(|mut action| {
+                action.action_ref = qualify(&pack_ref, &action.action_ref, &file)?;
+                Ok(action)
+            });
+            match loaded {
+                Ok(action) => actions.push(action),
+                Err(e) => errors.push(e),
+            }
+        }
         let mut rules = Vec::new();
         for file in yaml_files(&dir.join("rules")).unwrap_or_else(|e| take(errors, e)) {
-            match load_rule(&file) {
+            match load_rule(&file).and_then(|rule| owned_by(&pack_ref, rule)) {
                 Ok(rule) => rules.push(rule),
                 Err(e) => errors.push(e),
             }
         }
-        report.pack = Some(Self { dir: dir.to_path_buf(), manifest, triggers, sensors, rules });
+        report.pack = Some(Self { dir: dir.to_path_buf(), manifest, triggers, actions, sensors, rules });
         report
+    }
+}
+
+/// A pack's rule lives under the pack's own ref: it cannot replace another pack's rule.
+fn owned_by(pack_ref: &str, rule: PackRule) -> Result<PackRule, PackError> {
+    match rule.spec.rule_ref.split_once('.') {
+        Some((pack, _)) if pack == pack_ref => Ok(rule),
+        _ => Err(PackError::new(
+            &rule.file,
+            Some("ref"),
+            format!("`{}` is not in pack `{pack_ref}`: a pack's rules are `{pack_ref}.<name>`", rule.spec.rule_ref),
+        )),
     }
 }
 
@@ -481,11 +523,17 @@ fn resolve_rules(reports: &mut [PackReport], neighbours: &[Pack]) {
     declared.extend(valid.iter().map(|t| t.trigger_ref.clone()));
     declared.sort();
     declared.dedup();
+    let mut actions: Vec<String> = CORE_ACTIONS.iter().map(|a| a.to_string()).collect();
+    let packs = reports.iter().filter_map(|r| r.pack.as_ref()).chain(neighbours);
+    actions.extend(packs.flat_map(|p| p.actions.iter().map(|a| a.action_ref.clone())));
     for report in reports.iter_mut() {
         let Some(pack) = report.pack.as_mut() else { continue };
         let mut kept = Vec::new();
         for rule in std::mem::take(&mut pack.rules) {
-            let errors = check_rule_trigger(&rule, &valid, &declared);
+            let mut errors = check_rule_trigger(&rule, &valid, &declared);
+            if let Err(message) = check_action(&rule.spec.action.action_ref, actions.iter().map(String::as_str)) {
+                errors.push(PackError::new(&rule.file, Some("action.ref"), message));
+            }
             if errors.is_empty() {
                 kept.push(rule);
             } else {
@@ -514,8 +562,19 @@ fn check_rule_trigger(rule: &PackRule, valid: &[TriggerManifest], declared: &[St
     vec![PackError::new(&rule.file, Some("trigger"), message)]
 }
 
+/// An action a rule may name: a core action or one a loaded pack declares.
+pub(crate) fn check_action<'a>(action: &str, known: impl IntoIterator<Item = &'a str> + Clone) -> Result<(), String> {
+    if known.clone().into_iter().any(|a| a == action) {
+        return Ok(());
+    }
+    Err(match did_you_mean(action, known) {
+        Some(close) => format!("unknown action `{action}`; did you mean `{close}`?"),
+        None => format!("unknown action `{action}`: use a core action or declare it in the pack's actions/"),
+    })
+}
+
 fn load_rule(file: &Path) -> Result<PackRule, PackError> {
-    let text = std::fs::read_to_string(file).map_err(|e| PackError::new(file, None, e.to_string()))?;
+    let text = read_pack_file(file)?;
     let spec = RuleSpec::from_yaml_str(&text).map_err(|e| PackError::new(file, None, e.to_string()))?;
     let rule = attune_rules::compile(spec.clone()).map_err(|e| PackError::new(file, Some(&e.field), e.message))?;
     if is_timer_trigger(rule.trigger()) {
@@ -525,8 +584,9 @@ fn load_rule(file: &Path) -> Result<PackRule, PackError> {
     Ok(PackRule { file: file.to_path_buf(), spec })
 }
 
+/// A pack ref, or the name part of a pack's trigger, sensor or action ref.
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !s.is_empty() && s.len() < attune_rules::MAX_REF_BYTES && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `name` or `pack.name` -> `pack.name`; a ref in another pack's namespace is an error.
@@ -538,6 +598,10 @@ fn qualify(pack_ref: &str, given: &str, file: &Path) -> Result<String, PackError
         }
         None => given,
     };
+    if pack_ref.len() + 1 + name.len() > attune_rules::MAX_REF_BYTES {
+        let message = format!("`{pack_ref}.{name}` is longer than {} bytes", attune_rules::MAX_REF_BYTES);
+        return Err(PackError::new(file, Some("ref"), message));
+    }
     if !is_identifier(name) {
         return Err(PackError::new(file, Some("ref"), format!("`{given}`: a name is letters, digits and `_`")));
     }
@@ -560,23 +624,32 @@ fn resolve_sensor(
         errors.push(PackError::new(file, Some("triggers"), "a sensor must declare at least one trigger"));
     }
     for (i, trigger) in sensor.triggers.iter().enumerate() {
-        let known = triggers.iter().any(|t| t == trigger) || CORE_TRIGGERS.contains(&trigger.as_str());
-        if !known {
-            let candidates = triggers.iter().map(String::as_str).chain(CORE_TRIGGERS);
+        if CORE_TRIGGERS.contains(&trigger.as_str()) {
+            let message = format!("`{trigger}` is fed by the host alone; a sensor emits its own pack's triggers");
+            errors.push(PackError::new(file, Some(&format!("triggers[{i}]")), message));
+            continue;
+        }
+        if !triggers.iter().any(|t| t == trigger) {
+            let candidates = triggers.iter().map(String::as_str);
             errors.push(PackError::new(file, Some(&format!("triggers[{i}]")), unknown_trigger(trigger, candidates)));
         }
     }
-    let entry = file.parent().unwrap_or(pack_dir).join(&sensor.entry);
-    let code = match sensor.runtime {
-        Runtime::Python => SensorCode::Python(entry),
-        Runtime::Javascript => SensorCode::JavaScript(entry),
-        Runtime::Component => SensorCode::Component(entry),
-    };
-    if !code.path().is_file() {
-        errors.push(PackError::new(file, Some("entry"), format!("{}: no such file", code.path().display())));
-    }
+    let code = entry_in_pack(pack_dir, file, &sensor.entry)
+        .map_err(|e| errors.push(PackError::new(file, Some("entry"), e)))
+        .ok()
+        .map(|entry| match sensor.runtime {
+            Runtime::Python => SensorCode::Python(entry),
+            Runtime::Javascript => SensorCode::JavaScript(entry),
+            Runtime::Component => SensorCode::Component(entry),
+        });
     if !(sensor.poll_interval > 0.0 && sensor.poll_interval.is_finite()) {
         errors.push(PackError::new(file, Some("poll_interval"), "must be a positive number of seconds"));
+    } else if sensor.poll_interval < MIN_POLL_INTERVAL_SECONDS {
+        let message = format!(
+            "{} s is too short; the host polls at most every {MIN_POLL_INTERVAL_SECONDS} s",
+            sensor.poll_interval
+        );
+        errors.push(PackError::new(file, Some("poll_interval"), message));
     }
     if let Err(e) = sensor.limits.validate() {
         errors.push(PackError::new(file, Some("limits"), e));
@@ -593,8 +666,8 @@ fn resolve_sensor(
             .map_err(|e| errors.push(PackError::new(file, Some("config"), e.to_string())))
             .ok(),
     };
-    match (sensor_ref, http, paths, config) {
-        (Some(sensor_ref), Some(http), Some(paths), Some(config)) if errors.is_empty() => Ok(SensorSpec {
+    match (sensor_ref, code, http, paths, config) {
+        (Some(sensor_ref), Some(code), Some(http), Some(paths), Some(config)) if errors.is_empty() => Ok(SensorSpec {
             sensor_ref,
             triggers: sensor.triggers,
             code,
@@ -605,6 +678,55 @@ fn resolve_sensor(
         }),
         _ => Err(errors),
     }
+}
+
+/// The sensor's code file: `entry`, relative to the manifest's directory, must resolve (symlinks
+/// followed) to a regular file beneath the pack directory. Nothing of the file is read here, so
+/// no error quotes a file outside the pack.
+fn entry_in_pack(pack_dir: &Path, manifest: &Path, entry: &Path) -> Result<PathBuf, String> {
+    if entry.has_root() {
+        return Err(format!("`{}`: must be a path relative to the manifest, inside the pack", entry.display()));
+    }
+    let path = manifest.parent().unwrap_or(pack_dir).join(entry);
+    match inside_pack(pack_dir, &path) {
+        Ok(real) if real.is_file() => Ok(path),
+        Ok(_) => Err(format!("{}: not a regular file", path.display())),
+        Err(OutsidePack::Missing) => Err(format!("{}: no such file", path.display())),
+        Err(OutsidePack::Outside) => Err(format!("`{}` leads outside the pack directory", entry.display())),
+        Err(OutsidePack::Io(e)) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+enum OutsidePack {
+    Missing,
+    Outside,
+    Io(std::io::Error),
+}
+
+/// `path` with its symlinks resolved, if that lies beneath `pack_dir` (resolved too).
+fn inside_pack(pack_dir: &Path, path: &Path) -> Result<PathBuf, OutsidePack> {
+    let pack = pack_dir.canonicalize().map_err(OutsidePack::Io)?;
+    let real = path.canonicalize().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => OutsidePack::Missing,
+        _ => OutsidePack::Io(e),
+    })?;
+    if real.starts_with(&pack) { Ok(real) } else { Err(OutsidePack::Outside) }
+}
+
+/// The text of a pack's `pack.yaml` or `<folder>/<name>.yaml`. Parse errors may quote it, so a
+/// manifest that is a symlink out of the pack is refused unread: no other file's content
+/// reaches an error, a log or an API answer.
+fn read_pack_file(file: &Path) -> Result<String, PackError> {
+    let pack_dir = match file.file_name() {
+        Some(name) if name == "pack.yaml" => file.parent(),
+        _ => file.parent().and_then(Path::parent),
+    };
+    if let Some(pack_dir) = pack_dir
+        && let Err(OutsidePack::Outside) = inside_pack(pack_dir, file)
+    {
+        return Err(PackError::new(file, None, "leads outside the pack directory (through a symlink); not read"));
+    }
+    std::fs::read_to_string(file).map_err(|e| PackError::new(file, None, e.to_string()))
 }
 
 /// Loads the sensor described by one `sensors/<name>.yaml`, with its pack around it.

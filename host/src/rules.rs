@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
-use crate::catalog::{SharedCatalog, TriggerUseError};
+use crate::catalog::{RuleRefusal, SharedCatalog};
 use crate::pack::Pack;
 use crate::pipeline::Pipeline;
 use crate::store::{Store, StoreError, StoredRule};
@@ -30,9 +30,10 @@ pub enum RuleChangeError {
     /// The rule does not compile (bad ref, operator, path, template, ..).
     #[error(transparent)]
     Invalid(#[from] RuleError),
-    /// Its trigger is unknown, or its `trigger_params` do not fit the trigger.
+    /// It names a trigger or an action nobody defines, `trigger_params` that do not fit its
+    /// trigger, or a namespace that is not its to use.
     #[error(transparent)]
-    Trigger(#[from] TriggerUseError),
+    Refused(#[from] RuleRefusal),
     #[error("rule `{0}` exists")]
     Exists(String),
     #[error("no rule `{0}`")]
@@ -81,11 +82,20 @@ impl RuleService {
         self.changed.clone()
     }
 
-    /// Checks `spec` as a save would, without saving it: used by saves and dry runs.
+    /// Checks `spec` as a save would, without saving it: used by saves and dry runs. The
+    /// namespace is checked by [`Self::create`] and [`Self::replace`] (the API's saves).
     pub fn check(&self, spec: RuleSpec) -> Result<CheckedRule, RuleChangeError> {
         let rule = attune_rules::compile(spec)?;
-        let timer = self.catalog.current().check_rule_trigger(rule.trigger(), rule.trigger_params())?;
+        let catalog = self.catalog.current();
+        let timer = catalog.check_rule_trigger(rule.trigger(), rule.trigger_params())?;
+        catalog.check_action(rule.action_ref())?;
         Ok(CheckedRule { rule, timer })
+    }
+
+    /// [`Self::check`], and the ref lives in a loaded pack or the user namespace.
+    fn check_new(&self, spec: RuleSpec) -> Result<CheckedRule, RuleChangeError> {
+        self.catalog.current().check_rule_namespace(&spec.rule_ref)?;
+        self.check(spec)
     }
 
     /// The stored rule with this ref, as saved.
@@ -100,7 +110,7 @@ impl RuleService {
 
     /// Saves a new rule; refused when one with its ref exists.
     pub async fn create(&self, spec: RuleSpec) -> Result<Arc<CompiledRule>, RuleChangeError> {
-        let checked = self.check(spec)?;
+        let checked = self.check_new(spec)?;
         let _one = self.writes.lock().await;
         if self.get(checked.rule.rule_ref()).await?.is_some() {
             return Err(RuleChangeError::Exists(checked.rule.rule_ref().into()));
@@ -110,7 +120,7 @@ impl RuleService {
 
     /// Replaces an existing rule; refused when there is none.
     pub async fn replace(&self, spec: RuleSpec) -> Result<Arc<CompiledRule>, RuleChangeError> {
-        let checked = self.check(spec)?;
+        let checked = self.check_new(spec)?;
         let _one = self.writes.lock().await;
         if self.get(checked.rule.rule_ref()).await?.is_none() {
             return Err(RuleChangeError::NotFound(checked.rule.rule_ref().into()));
@@ -251,6 +261,9 @@ impl RuleService {
     /// misfire policy); a disabled timer rule's timer is stopped.
     async fn activate(&self, stored: StoredRule) -> Result<(), RuleChangeError> {
         let rule = Arc::new(attune_rules::compile(parse_stored(stored)?)?);
+        // In the matcher before its timer runs: an instant due at once (a fire missed while the
+        // host was down) must find its rule, or its event would be stored without its action.
+        self.pipeline.upsert_rule(rule.clone());
         if is_timer_trigger(rule.trigger()) {
             if rule.enabled() {
                 let params = Value::Object(rule.trigger_params().clone());
@@ -263,7 +276,6 @@ impl RuleService {
                 self.timers.remove(rule.rule_ref()).await?;
             }
         }
-        self.pipeline.upsert_rule(rule);
         Ok(())
     }
 

@@ -438,56 +438,59 @@ async fn webhook_accepts_only_signed_objects() {
                       "action": {"ref": "core.echo", "parameters": {"branch": "{{ event.payload.branch }}"}}});
     assert_eq!(server.as_admin(Method::POST, "/api/v1/rules", Some(&rule)).await.0, 201);
     let body = r#"{"branch": "main", "commits": 3}"#;
-    let signature = api::sign(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let ts = now.to_string();
+    let at = ("X-Attune-Timestamp", ts.as_str());
+    let signature = api::sign(WEBHOOK_SECRET.as_bytes(), now, body.as_bytes());
     let json_type = ("content-type", "application/json");
 
     // Good signature (no bearer token needed): stored as a `webhook` event, rules apply.
     let (status, stored) =
-        server.raw("/api/v1/webhooks/apitest.push", &[json_type, ("X-Attune-Signature", &signature)], body).await;
+        server.raw("/api/v1/webhooks/apitest.push", &[json_type, at, ("X-Attune-Signature", &signature)], body).await;
     assert_eq!((status, &stored["enforcements"]), (201, &json!(1)), "{stored}");
     let event = server.get(&format!("/api/v1/events/{}", stored["event_ids"][0].as_str().unwrap())).await;
     assert_eq!((&event["trigger"], &event["source"]), (&json!("apitest.push"), &json!("webhook")));
     assert_eq!(event["payload"], json!({"branch": "main", "commits": 3}));
     let generic = r#"{"any": "thing"}"#;
-    let generic_signature = api::sign(WEBHOOK_SECRET.as_bytes(), generic.as_bytes());
+    let generic_signature = api::sign(WEBHOOK_SECRET.as_bytes(), now, generic.as_bytes());
     let (status, _) =
-        server.raw("/api/v1/webhooks/core.webhook", &[("X-Attune-Signature", &generic_signature)], generic).await;
+        server.raw("/api/v1/webhooks/core.webhook", &[at, ("X-Attune-Signature", &generic_signature)], generic).await;
     assert_eq!(status, 201);
     assert_eq!(server.stored_events().await, 2);
 
     // Refused: nothing stored.
-    let wrong = api::sign(b"not the secret", body.as_bytes());
+    let wrong = api::sign(b"not the secret", now, body.as_bytes());
     let tampered = r#"{"branch": "main", "commits": 4}"#;
     let bearer = format!("Bearer {}", server.admin);
     // (trigger, headers, body, status, code)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, u16, &'a str);
     let cases: Vec<Case> = vec![
         ("apitest.push", vec![], body, 401, "bad_signature"),
-        ("apitest.push", vec![("X-Attune-Signature", &wrong)], body, 401, "bad_signature"),
-        ("apitest.push", vec![("X-Attune-Signature", &signature)], tampered, 401, "bad_signature"),
+        ("apitest.push", vec![at, ("X-Attune-Signature", &wrong)], body, 401, "bad_signature"),
+        ("apitest.push", vec![at, ("X-Attune-Signature", &signature)], tampered, 401, "bad_signature"),
         (
             "apitest.push",
-            vec![("X-Attune-Signature", signature.trim_start_matches("sha256="))],
+            vec![at, ("X-Attune-Signature", signature.trim_start_matches("sha256="))],
             body,
             401,
             "bad_signature",
         ),
         ("apitest.push", vec![("Authorization", &bearer)], body, 401, "bad_signature"),
-        ("apitest.status", vec![("X-Attune-Signature", &signature)], body, 404, "not_found"),
-        ("core.intervaltimer", vec![("X-Attune-Signature", &signature)], body, 404, "not_found"),
+        ("apitest.status", vec![at, ("X-Attune-Signature", &signature)], body, 404, "not_found"),
+        ("core.intervaltimer", vec![at, ("X-Attune-Signature", &signature)], body, 404, "not_found"),
     ];
     for (trigger, headers, body, status, code) in cases {
         let got = server.raw(&format!("/api/v1/webhooks/{trigger}"), &headers, body).await;
         assert_error(&got, status, code, None);
     }
     for (body, status, code) in [("[1, 2]", 422, "payload_not_object"), ("{nope", 400, "malformed_json")] {
-        let signature = api::sign(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
-        let got = server.raw("/api/v1/webhooks/apitest.push", &[("X-Attune-Signature", &signature)], body).await;
+        let signature = api::sign(WEBHOOK_SECRET.as_bytes(), now, body.as_bytes());
+        let got = server.raw("/api/v1/webhooks/apitest.push", &[at, ("X-Attune-Signature", &signature)], body).await;
         assert_error(&got, status, code, None);
     }
     let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(api::WEBHOOK_MAX_BODY_BYTES));
-    let signature = api::sign(WEBHOOK_SECRET.as_bytes(), huge.as_bytes());
-    let got = server.raw("/api/v1/webhooks/apitest.push", &[("X-Attune-Signature", &signature)], &huge).await;
+    let signature = api::sign(WEBHOOK_SECRET.as_bytes(), now, huge.as_bytes());
+    let got = server.raw("/api/v1/webhooks/apitest.push", &[at, ("X-Attune-Signature", &signature)], &huge).await;
     assert_error(&got, 413, "body_too_large", None);
     assert_eq!(server.stored_events().await, 2, "refused webhooks store nothing");
 }
@@ -562,8 +565,9 @@ async fn bad_requests_name_the_field_and_store_nothing() {
             field,
         );
     }
-    assert_error(&server.as_admin(Method::GET, "/api/v1/events?limit=many", None).await, 400, "bad_query", None);
-    assert_error(&server.as_admin(Method::GET, "/api/v1/enforcements?rul=x", None).await, 400, "bad_query", None);
+    for (path, field) in [("/api/v1/events?limit=many", "limit"), ("/api/v1/enforcements?rul=x", "rul")] {
+        assert_error(&server.as_admin(Method::GET, path, None).await, 400, "bad_query", Some(field));
+    }
 
     assert_eq!(server.get("/api/v1/rules").await["rules"].as_array().unwrap().len(), 1, "only the good rule");
     assert_eq!(server.stored_events().await, 0);

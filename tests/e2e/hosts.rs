@@ -24,6 +24,7 @@ async fn rule_changes_reach_the_other_host() {
         database_url: crate::support::postgres_database().await,
         amqp_url: Some(attune_testkit::amqp_url()),
         exchange: unique_name(),
+        retention: None,
     };
     let a = Arc::new(App::start(&config, &[]).await.unwrap());
     let b = Arc::new(App::start(&config, &[]).await.unwrap());

@@ -6,15 +6,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod bounds;
 mod cli;
 mod contract;
+mod contract_api;
 mod host;
 mod hosts;
 mod instances;
 mod limits;
+mod namespaces;
 mod parity;
 mod pipeline;
 mod policy;
+mod replays;
 mod serve;
 mod service;
 mod sources;

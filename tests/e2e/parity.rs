@@ -211,8 +211,13 @@ async fn dry_runs_answer_as_live_for_every_source() {
         json!({"trigger": "parity.reading", "payload": {"n": 5, "origin": "api", "s": "abc", "tags": ["x", "y"]}});
     host.ok(Method::POST, "/api/v1/events", Some(posted)).await;
     let body = json!({"n": 7, "origin": "webhook", "s": "abc", "tags": ["x", "y"]}).to_string();
-    let signature = api::sign(SECRET.as_bytes(), body.as_bytes());
-    let headers = [("content-type", "application/json"), ("X-Attune-Signature", signature.as_str())];
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (ts, signature) = (now.to_string(), api::sign(SECRET.as_bytes(), now, body.as_bytes()));
+    let headers = [
+        ("content-type", "application/json"),
+        ("X-Attune-Timestamp", ts.as_str()),
+        ("X-Attune-Signature", signature.as_str()),
+    ];
     let (status, stored) = host.post_unauthenticated("/api/v1/webhooks/parity.push", &headers, &body).await;
     assert_eq!(status, 201, "{stored}");
 

@@ -188,6 +188,7 @@ async fn postgres_and_rabbitmq() {
         database_url: crate::support::postgres_database().await,
         amqp_url: Some(attune_testkit::amqp_url()),
         exchange: exchange.clone(),
+        retention: None,
     };
     let app = App::start(&config, &[pack]).await.unwrap();
     add_rules(&app).await;
@@ -255,6 +256,7 @@ async fn broker_cut_mid_stream_loses_no_enforcement() {
         database_url: format!("sqlite://{}", dir.path().join("attune.db").display()),
         amqp_url: Some(proxy.url()),
         exchange: exchange.clone(),
+        retention: None,
     };
     let app = Arc::new(App::start(&config, &[pack]).await.unwrap());
     let every = json!({"ref": "pipe.every", "trigger": "pipe.status", "action": {"ref": "core.echo"}});
@@ -305,4 +307,67 @@ async fn broker_cut_mid_stream_loses_no_enforcement() {
     assert_eq!(arrived, stored, "lost or unexpected enforcement message_ids");
     wait_for_empty_outbox(&app).await;
     consumer.delete_exchange(&exchange).await;
+}
+
+/// One timer instant fired twice (a replay after a crash, a few milliseconds later): one event,
+/// one enforcement, and one message of each on the bus.
+#[tokio::test]
+async fn a_replayed_fire_stores_and_publishes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app =
+        App::start(&AppConfig::new(format!("sqlite://{}", dir.path().join("a.db").display())), &[]).await.unwrap();
+    let mut published = app.in_process.as_ref().unwrap().subscribe("#");
+    // Hourly: its own timer does not fire during the test.
+    let rule = json!({"ref": "pipe.hourly", "trigger": "core.intervaltimer", "trigger_params": {"interval": 1, "unit": "hours"},
+                      "action": {"ref": "core.echo", "parameters": {"n": "{{ event.payload.execution_count }}"}}});
+    app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
+    let source = Source::Timer { rule_ref: "pipe.hourly".into(), scheduled_at: 1_790_000_000_000_000 };
+    let payload = || vec![("core.intervaltimer".to_string(), json!({"type": "interval", "execution_count": 1}))];
+    let first = app.pipeline.ingest(&source, payload(), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = app.pipeline.ingest(&source, payload(), None).await.unwrap();
+    assert_eq!(first.event_ids, again.event_ids, "a fire's event id is its (rule, instant)");
+
+    let all = ListFilter { limit: 100, ..Default::default() };
+    let timer_events = ListFilter { trigger_ref: Some("core.intervaltimer".into()), ..all.clone() };
+    assert_eq!(app.store.events(&timer_events).await.unwrap().len(), 1);
+    let enforcements =
+        app.store.enforcements(&ListFilter { rule_ref: Some("pipe.hourly".into()), ..all }).await.unwrap();
+    assert_eq!(enforcements.len(), 1);
+    let mut messages: Vec<(String, String)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while messages.iter().filter(|(key, _)| key != "rule.created").count() < 2 {
+        let message = tokio::time::timeout_at(deadline, published.recv()).await.expect("two messages").unwrap();
+        messages.push((message.routing_key, message.message_id));
+    }
+    // Anything more would have come with the first two: the relay publishes in order.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(message) = published.try_recv() {
+        messages.push((message.routing_key, message.message_id));
+    }
+    let of = |key: &str| messages.iter().filter(|(k, _)| k == key).map(|(_, id)| id.clone()).collect::<Vec<_>>();
+    assert_eq!(of("event.created"), first.event_ids);
+    assert_eq!(of("enforcement.created"), [enforcements[0].id.clone()]);
+    app.shutdown().await;
+}
+
+/// With a retention, a running app deletes events past it on its own.
+#[tokio::test]
+async fn an_app_with_a_retention_prunes_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let config = AppConfig { retention: Some(Duration::from_secs(1)), ..AppConfig::new(url) };
+    let app = App::start(&config, &[test_pack(&dir.path().join("pack"), 999)]).await.unwrap();
+    let every = json!({"ref": "pipe.every", "trigger": "pipe.status", "action": {"ref": "core.echo"}});
+    app.rules.put(RuleSpec::from_json(every).unwrap()).await.unwrap();
+    app.pipeline.ingest(&sensor_source(), [("pipe.status".to_string(), json!({"status": 1}))], None).await.unwrap();
+    let all = ListFilter { limit: 10, ..Default::default() };
+    assert_eq!(app.store.events(&all).await.unwrap().len(), 1);
+    let started = std::time::Instant::now();
+    while !app.store.events(&all).await.unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the event outlived its retention");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(app.store.enforcements(&all).await.unwrap().is_empty());
+    app.shutdown().await;
 }

@@ -61,16 +61,18 @@ async fn serve_runs_the_example_packs_and_stops_on_sigterm() {
 
     // The webhook takes the file's secret.
     let body = r#"{"from": "a signed webhook"}"#;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let post = |signature: String| {
         client
             .post(format!("{base}/api/v1/webhooks/core.webhook"))
+            .header(attune_host::api::TIMESTAMP_HEADER, now)
             .header(attune_host::api::SIGNATURE_HEADER, signature)
             .body(body)
             .send()
     };
-    let signed = post(attune_host::api::sign(b"from-the-file", body.as_bytes())).await.unwrap();
+    let signed = post(attune_host::api::sign(b"from-the-file", now, body.as_bytes())).await.unwrap();
     assert_eq!(signed.status(), 201, "{}", signed.text().await.unwrap());
-    let forged = post(attune_host::api::sign(b"another secret", body.as_bytes())).await.unwrap();
+    let forged = post(attune_host::api::sign(b"another secret", now, body.as_bytes())).await.unwrap();
     assert_eq!(forged.status(), 401);
 
     let pid = child.id().unwrap().to_string();

@@ -53,6 +53,7 @@ async fn contract(store: Arc<dyn Store>) {
         enforcements: vec![enforcement("f1", "p.r", "e1", 100), enforcement("f2", "p.r", "e2", 200)],
         outbox: vec![message("f1"), message("f2")],
         published: vec![],
+        replay: None,
     };
     store.write(std::slice::from_ref(&commit)).await.unwrap();
 
@@ -80,6 +81,19 @@ async fn contract(store: Arc<dyn Store>) {
     store.write(&[replay]).await.unwrap();
     assert_eq!(store.enforcements(&page(10)).await.unwrap().len(), 2);
     assert_eq!(store.outbox_backlog().await.unwrap(), 2);
+    // The same poll written twice: one row and one message each.
+    store.write(std::slice::from_ref(&commit)).await.unwrap();
+    assert_eq!(store.events(&page(10)).await.unwrap().len(), 3);
+    assert_eq!(store.outbox_backlog().await.unwrap(), 2);
+    // A message announcing an enforcement is queued only with its row: one for (rule, event)
+    // exists already, so neither the row nor its message is written.
+    let other = Commit {
+        enforcements: vec![enforcement("f1-other", "p.r", "e1", 100)],
+        outbox: vec![message("f1-other")],
+        ..Default::default()
+    };
+    store.write(&[other]).await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), 2, "a message without its enforcement was queued");
 
     // Outbox: oldest first; only confirmed rows are marked.
     let rows = store.unpublished(10).await.unwrap();
@@ -96,6 +110,7 @@ async fn contract(store: Arc<dyn Store>) {
         enforcements: vec![enforcement("f9", "p.r", "missing-event", 400)],
         outbox: vec![message("f9")],
         published: vec![],
+        replay: None,
     };
     assert!(store.write(&[broken]).await.is_err());
     assert!(store.event("e4").await.unwrap().is_none());
@@ -170,4 +185,48 @@ async fn sqlite_store_keeps_the_contract() {
 #[tokio::test]
 async fn postgres_store_keeps_the_contract() {
     contract(postgres_store().await).await;
+}
+
+/// Retention deletes old events with their enforcements and old published outbox rows, in
+/// batches, and never an unpublished outbox row, however old.
+async fn retention(store: Arc<dyn Store>) {
+    let commit = |at: i64, n: usize| Commit {
+        events: (0..n).map(|i| event(&format!("e{at}-{i:03}"), "p.t", at)).collect(),
+        enforcements: (0..n)
+            .map(|i| enforcement(&format!("f{at}-{i:03}"), "p.r", &format!("e{at}-{i:03}"), at))
+            .collect(),
+        outbox: (0..n).map(|i| message(&format!("f{at}-{i:03}"))).collect(),
+        ..Default::default()
+    };
+    // Old events, and events an hour in the future: the cutoff falls between them. Outbox rows
+    // are as old as their write, so all fall before it.
+    let future = attune_host::store::now_micros() + 3_600_000_000;
+    store.write(&[commit(100, 5), commit(future, 2)]).await.unwrap();
+    let rows = store.unpublished(100).await.unwrap();
+    // Two rows were published; the other five were not.
+    store.mark_published(&[rows[0].id, rows[1].id]).await.unwrap();
+    let cutoff = attune_host::store::now_micros() + 1_000_000;
+
+    let first = store.prune(cutoff, 3).await.unwrap();
+    assert_eq!((first.events, first.enforcements, first.outbox), (3, 3, 2));
+    assert!(first.full(3));
+    let second = store.prune(cutoff, 3).await.unwrap();
+    assert_eq!((second.events, second.enforcements, second.outbox), (2, 2, 0));
+    assert!(!second.full(3));
+    let left: Vec<String> = store.events(&page(100)).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(left, [format!("e{future}-001"), format!("e{future}-000")]);
+    assert_eq!(store.enforcements(&page(100)).await.unwrap().len(), 2);
+    // The unpublished rows stay until published, however old.
+    assert_eq!(store.outbox_backlog().await.unwrap(), 5);
+}
+
+#[tokio::test]
+async fn sqlite_store_prunes_what_is_past_retention() {
+    let (store, _dir) = sqlite_store().await;
+    retention(store).await;
+}
+
+#[tokio::test]
+async fn postgres_store_prunes_what_is_past_retention() {
+    retention(postgres_store().await).await;
 }

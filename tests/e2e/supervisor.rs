@@ -5,28 +5,39 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attune_host::app::{App, AppConfig};
+use attune_host::pack::Pack;
 use attune_host::supervisor::{SensorState, Supervisor, SupervisorOptions};
 use attune_rules::RuleSpec;
 use serde_json::json;
 
 use crate::support::{engine, fixture, spec};
 
+/// An app on SQLite in `dir` with pack `sup` (trigger `sup.tick`): the sensors' trigger, since
+/// core triggers are fed by the host alone.
+async fn start_app(dir: &std::path::Path) -> Arc<App> {
+    let pack = dir.join("sup");
+    std::fs::create_dir_all(pack.join("triggers")).unwrap();
+    std::fs::write(pack.join("pack.yaml"), "ref: sup\nversion: 1.0.0\n").unwrap();
+    std::fs::write(pack.join("triggers/tick.yaml"), "ref: tick\n").unwrap();
+    let pack = Pack::load(&pack).unwrap();
+    let url = format!("sqlite://{}", dir.join("a.db").display());
+    Arc::new(App::start(&AppConfig::new(url), &[pack]).await.unwrap())
+}
+
 #[tokio::test]
 async fn failing_sensor_is_quarantined_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let app = Arc::new(
-        App::start(&AppConfig::new(format!("sqlite://{}", dir.path().join("a.db").display())), &[]).await.unwrap(),
-    );
+    let app = start_app(dir.path()).await;
     // Sensors run only while an enabled rule uses their trigger.
-    let rule = json!({"ref": "sup.on_webhook", "trigger": "core.webhook", "action": {"ref": "core.echo"}});
+    let rule = json!({"ref": "sup.on_webhook", "trigger": "sup.tick", "action": {"ref": "core.echo"}});
     app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
 
     let mut failing = spec(&fixture("js/throws.js"), json!({}));
     failing.sensor_ref = "sup.failing".into();
-    failing.triggers = vec!["core.webhook".into()];
+    failing.triggers = vec!["sup.tick".into()];
     let mut healthy = spec(&fixture("js/counter.js"), json!({}));
     healthy.sensor_ref = "sup.healthy".into();
-    healthy.triggers = vec!["core.webhook".into()];
+    healthy.triggers = vec!["sup.tick".into()];
     healthy.poll_interval = Duration::from_millis(20);
     let options = SupervisorOptions {
         quarantine_after: 3,
@@ -75,14 +86,12 @@ async fn failing_sensor_is_quarantined_and_restarts() {
 #[tokio::test]
 async fn stop_waits_for_the_poll_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let app = Arc::new(
-        App::start(&AppConfig::new(format!("sqlite://{}", dir.path().join("a.db").display())), &[]).await.unwrap(),
-    );
-    let rule = json!({"ref": "sup.on_webhook", "trigger": "core.webhook", "action": {"ref": "core.echo"}});
+    let app = start_app(dir.path()).await;
+    let rule = json!({"ref": "sup.on_webhook", "trigger": "sup.tick", "action": {"ref": "core.echo"}});
     app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
     let mut slow = spec(&fixture("js/slow_poll.js"), json!({}));
     slow.sensor_ref = "sup.slow".into();
-    slow.triggers = vec!["core.webhook".into()];
+    slow.triggers = vec!["sup.tick".into()];
     slow.poll_interval = Duration::from_millis(10);
     slow.limits.fuel = u64::MAX / 2;
     slow.limits.timeout_ms = 3_000;
@@ -111,14 +120,12 @@ async fn stop_waits_for_the_poll_in_flight() {
 #[tokio::test]
 async fn code_that_does_not_load_is_quarantined_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let app = Arc::new(
-        App::start(&AppConfig::new(format!("sqlite://{}", dir.path().join("a.db").display())), &[]).await.unwrap(),
-    );
-    let rule = json!({"ref": "sup.on_webhook", "trigger": "core.webhook", "action": {"ref": "core.echo"}});
+    let app = start_app(dir.path()).await;
+    let rule = json!({"ref": "sup.on_webhook", "trigger": "sup.tick", "action": {"ref": "core.echo"}});
     app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
     let mut broken = spec(&fixture("python/syntax_error.py"), json!({}));
     broken.sensor_ref = "sup.broken".into();
-    broken.triggers = vec!["core.webhook".into()];
+    broken.triggers = vec!["sup.tick".into()];
     let options = SupervisorOptions { quarantine_after: 5, ..SupervisorOptions::default() };
     let supervisor = Supervisor::new(app.clone(), engine(), vec![broken], options);
     supervisor.reconcile();

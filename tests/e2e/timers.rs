@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use attune_host::app::{App, AppConfig};
-use attune_host::catalog::TriggerUseError;
+use attune_host::catalog::RuleRefusal;
 use attune_host::rules::RuleChangeError;
 use attune_host::store::ListFilter;
 use attune_rules::RuleSpec;
@@ -103,7 +103,7 @@ async fn bad_trigger_params_are_rejected_when_the_rule_is_saved() {
     }))
     .unwrap();
     match app.rules.put(bad).await {
-        Err(RuleChangeError::Trigger(TriggerUseError::Params(e))) => {
+        Err(RuleChangeError::Refused(RuleRefusal::Params(e))) => {
             assert_eq!(e.field, "trigger_params.expression", "{e}")
         }
         other => panic!("expected a trigger_params error, got {other:?}"),
@@ -115,7 +115,36 @@ async fn bad_trigger_params_are_rejected_when_the_rule_is_saved() {
     }))
     .unwrap();
     assert!(
-        matches!(app.rules.put(past).await, Err(RuleChangeError::Trigger(TriggerUseError::Params(e))) if e.field == "trigger_params.fire_at")
+        matches!(app.rules.put(past).await, Err(RuleChangeError::Refused(RuleRefusal::Params(e))) if e.field == "trigger_params.fire_at")
     );
+    app.shutdown().await;
+}
+
+/// Restarting a host around due instants loses no action: every timer event stored has its
+/// enforcement, also the fire of an instant missed while the host was down, which is due the
+/// moment it starts (its rule must already be in the matcher by then).
+#[tokio::test]
+async fn restarts_around_due_instants_keep_every_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    for restart in 0..20u64 {
+        let app = App::start(&AppConfig::new(url.clone()), &[]).await.unwrap();
+        if restart == 0 {
+            app.rules.put(interval_rule("t.restarts", 1)).await.unwrap();
+        }
+        // Up and down for varying parts of the interval, so restarts land before, on and after
+        // due instants, and instants fall due while the host is down.
+        tokio::time::sleep(Duration::from_millis(100 + restart * 137 % 900)).await;
+        app.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(restart * 211 % 1100)).await;
+    }
+    let app = App::start(&AppConfig::new(url), &[]).await.unwrap();
+    let filter = ListFilter { trigger_ref: Some("core.intervaltimer".into()), limit: 1_000, ..Default::default() };
+    let events = app.store.events(&filter).await.unwrap();
+    let enforced: std::collections::HashSet<String> =
+        enforcements_of(&app, "t.restarts").await.into_iter().map(|e| e.event_id).collect();
+    assert!(events.len() >= 10, "only {} fires in 20 restarts", events.len());
+    let lost: Vec<&str> = events.iter().filter(|e| !enforced.contains(&e.id)).map(|e| e.id.as_str()).collect();
+    assert!(lost.is_empty(), "{} of {} timer events have no enforcement: {lost:?}", lost.len(), events.len());
     app.shutdown().await;
 }

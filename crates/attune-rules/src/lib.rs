@@ -106,7 +106,7 @@ pub use explain::{ConditionExplanation, Explanation, LeafExplanation, LeafOutcom
 pub use index::RuleIndex;
 pub use operator::{Operator, REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT};
 pub use path::PathError;
-pub use rule::{ActionContext, CompiledRule, DryRun, DryRunError, compile};
+pub use rule::{ActionContext, CompiledRule, DryRun, DryRunError, MAX_REF_BYTES, compile};
 pub use spec::{ActionSpec, RuleSpec};
 
 /// Re-exported so callers give [`CompiledRule::input`] and [`ActionContext`] times of the same type.

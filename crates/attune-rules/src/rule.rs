@@ -64,10 +64,14 @@ fn system_steps(steps: &[Step]) -> Result<(), String> {
     }
 }
 
-/// `pack.name`, each part letters, digits and `_` (as pack refs are).
+/// Longest ref (`pack.name`) of a rule, trigger or action, in bytes: short enough for URL paths
+/// and index keys of every store.
+pub const MAX_REF_BYTES: usize = 128;
+
+/// `pack.name`, each part letters, digits and `_` (as pack refs are), at most [`MAX_REF_BYTES`].
 fn valid_ref(s: &str) -> bool {
     let part = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    s.split_once('.').is_some_and(|(pack, name)| part(pack) && part(name))
+    s.len() <= MAX_REF_BYTES && s.split_once('.').is_some_and(|(pack, name)| part(pack) && part(name))
 }
 
 /// Checks and compiles a rule. Errors name the rule and the field, e.g.
@@ -77,6 +81,8 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, RuleError> {
     let bad_ref = |field: &str, value: &str| {
         let message = if value.is_empty() {
             "must not be empty; expected `pack.name`".to_owned()
+        } else if value.len() > MAX_REF_BYTES {
+            format!("is {} bytes long; a ref is at most {MAX_REF_BYTES}", value.len())
         } else {
             format!("`{value}` is not `pack.name` (letters, digits and `_` on each side of one `.`)")
         };

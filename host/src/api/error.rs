@@ -5,11 +5,14 @@
 //! | code | status | when |
 //! |---|---|---|
 //! | `malformed_json` | 400 | a body that is not JSON |
+//! | `duplicate_key` | 400 | a JSON body with a key twice in one object (`field` names it) |
 //! | `unsupported_content_type` | 400 | a JSON body without `Content-Type: application/json` |
 //! | `bad_body` | 400 | a webhook body that cannot be read |
-//! | `bad_query` | 400 | a query string that does not parse; a bad `limit`, `since` or `until` |
+//! | `bad_query` | 400 | a query string that does not parse; a bad `limit`, `since`, `until`, `before` or `after` (`field` names it) |
+//! | `bad_header` | 400 | a bad `X-Attune-Delivery` or `Idempotency-Key` (`field` names it) |
 //! | `unauthorized` | 401 | no token, or an unknown, revoked or expired one (with `WWW-Authenticate: Bearer`) |
 //! | `bad_signature` | 401 | a webhook without a valid `X-Attune-Signature` |
+//! | `bad_timestamp` | 401 | a webhook without an `X-Attune-Timestamp`, or one more than 300 s off |
 //! | `forbidden` | 403 | a token outside its scope |
 //! | `trigger_not_allowed` | 403 | a sensor token posting for a trigger it does not list |
 //! | `not_found` | 404 | no such rule, event, sensor, route or webhook |
@@ -24,11 +27,14 @@
 //! | `conflicting_fields` | 422 | both of two fields that exclude each other (`payload`, `event_id`) |
 //! | `ref_mismatch` | 422 | `PUT /rules/{ref}` with another `ref` in the body |
 //! | `unknown_trigger` | 422 | a rule or payload for a trigger nobody defines |
+//! | `unknown_action` | 422 | a rule naming an action that is neither a core one nor declared by a pack |
 //! | `bad_trigger_params` | 422 | a rule's `trigger_params` that do not fit its trigger |
 //! | `trigger_mismatch` | 422 | a dry run against a stored event of another trigger |
 //! | `schema_mismatch` | 422 | a payload refused by its trigger's `payload_schema` |
 //! | `payload_not_object` | 422 | a payload (or webhook body) that is not a JSON object |
 //! | `bad_batch` | 422 | `POST /events` with no payload, or too many |
+//! | `too_many_enforcements` | 422 | payloads that would make more enforcements than one ingest may (10,000) |
+//! | `idempotency_key_reused` | 422 | a key (`field` names its header) that came with another body |
 //! | `invalid_pack` | 422 | `POST /packs/reload` finding a pack with an error |
 //! | `bad_ref` | 422 | a rule that does not compile ([`RuleErrorKind::code`], this and the 13 below) |
 //! | `bad_condition` | 422 | |
@@ -46,6 +52,7 @@
 //! | `missing_template_value` | 422 | |
 //! | `internal` | 500 | a response that cannot be built, a rule change that failed |
 //! | `store_error` | 500 | the store failed |
+//! | `store_unavailable` | 503 | the database cannot be reached (no connection within the pool's acquire timeout, a broken or refused one, the server shutting down); with `Retry-After` |
 //! | `sensors_unavailable` | 503 | the sensor routes on a server without a sensor supervisor |
 //! | `packs_unavailable` | 503 | `POST /packs/reload` on a server that does not load packs |
 //!
@@ -53,16 +60,17 @@
 
 use attune_rules::RuleErrorKind;
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::auth::AuthError;
-use crate::catalog::TriggerUseError;
+use crate::catalog::RuleRefusal;
 use crate::pipeline::{IngestError, Rejected};
 use crate::rules::RuleChangeError;
 use crate::store::StoreError;
@@ -72,11 +80,14 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     MalformedJson,
+    DuplicateKey,
     UnsupportedContentType,
     BadBody,
     BadQuery,
+    BadHeader,
     Unauthorized,
     BadSignature,
+    BadTimestamp,
     Forbidden,
     TriggerNotAllowed,
     NotFound,
@@ -91,29 +102,36 @@ pub enum ErrorCode {
     ConflictingFields,
     RefMismatch,
     UnknownTrigger,
+    UnknownAction,
     BadTriggerParams,
     TriggerMismatch,
     SchemaMismatch,
     PayloadNotObject,
     BadBatch,
+    TooManyEnforcements,
+    IdempotencyKeyReused,
     InvalidPack,
     /// A rule that does not compile; the code is [`RuleErrorKind::code`].
     Rule(RuleErrorKind),
     Internal,
     StoreError,
+    StoreUnavailable,
     SensorsUnavailable,
     PacksUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table in the module docs.
-    pub const ALL: [ErrorCode; 44] = [
+    pub const ALL: &[ErrorCode] = &[
         ErrorCode::MalformedJson,
+        ErrorCode::DuplicateKey,
         ErrorCode::UnsupportedContentType,
         ErrorCode::BadBody,
         ErrorCode::BadQuery,
+        ErrorCode::BadHeader,
         ErrorCode::Unauthorized,
         ErrorCode::BadSignature,
+        ErrorCode::BadTimestamp,
         ErrorCode::Forbidden,
         ErrorCode::TriggerNotAllowed,
         ErrorCode::NotFound,
@@ -128,11 +146,14 @@ impl ErrorCode {
         ErrorCode::ConflictingFields,
         ErrorCode::RefMismatch,
         ErrorCode::UnknownTrigger,
+        ErrorCode::UnknownAction,
         ErrorCode::BadTriggerParams,
         ErrorCode::TriggerMismatch,
         ErrorCode::SchemaMismatch,
         ErrorCode::PayloadNotObject,
         ErrorCode::BadBatch,
+        ErrorCode::TooManyEnforcements,
+        ErrorCode::IdempotencyKeyReused,
         ErrorCode::InvalidPack,
         ErrorCode::Rule(RuleErrorKind::BadRef),
         ErrorCode::Rule(RuleErrorKind::BadCondition),
@@ -150,6 +171,7 @@ impl ErrorCode {
         ErrorCode::Rule(RuleErrorKind::MissingTemplateValue),
         ErrorCode::Internal,
         ErrorCode::StoreError,
+        ErrorCode::StoreUnavailable,
         ErrorCode::SensorsUnavailable,
         ErrorCode::PacksUnavailable,
     ];
@@ -158,18 +180,22 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            MalformedJson | UnsupportedContentType | BadBody | BadQuery => StatusCode::BAD_REQUEST,
-            Unauthorized | BadSignature => StatusCode::UNAUTHORIZED,
+            MalformedJson | DuplicateKey | UnsupportedContentType | BadBody | BadQuery | BadHeader => {
+                StatusCode::BAD_REQUEST
+            }
+            Unauthorized | BadSignature | BadTimestamp => StatusCode::UNAUTHORIZED,
             Forbidden | TriggerNotAllowed => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict => StatusCode::CONFLICT,
             BodyTooLarge | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             InvalidBody | UnknownField | MissingField | InvalidField | ConflictingFields | RefMismatch
-            | UnknownTrigger | BadTriggerParams | TriggerMismatch | SchemaMismatch | PayloadNotObject | BadBatch
-            | InvalidPack | Rule(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | UnknownTrigger | UnknownAction | BadTriggerParams | TriggerMismatch | SchemaMismatch
+            | PayloadNotObject | BadBatch | TooManyEnforcements | IdempotencyKeyReused | InvalidPack | Rule(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Internal | StoreError => StatusCode::INTERNAL_SERVER_ERROR,
-            SensorsUnavailable | PacksUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            StoreUnavailable | SensorsUnavailable | PacksUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -178,11 +204,14 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             MalformedJson => "malformed_json",
+            DuplicateKey => "duplicate_key",
             UnsupportedContentType => "unsupported_content_type",
             BadBody => "bad_body",
             BadQuery => "bad_query",
+            BadHeader => "bad_header",
             Unauthorized => "unauthorized",
             BadSignature => "bad_signature",
+            BadTimestamp => "bad_timestamp",
             Forbidden => "forbidden",
             TriggerNotAllowed => "trigger_not_allowed",
             NotFound => "not_found",
@@ -197,15 +226,19 @@ impl ErrorCode {
             ConflictingFields => "conflicting_fields",
             RefMismatch => "ref_mismatch",
             UnknownTrigger => "unknown_trigger",
+            UnknownAction => "unknown_action",
             BadTriggerParams => "bad_trigger_params",
             TriggerMismatch => "trigger_mismatch",
             SchemaMismatch => "schema_mismatch",
             PayloadNotObject => "payload_not_object",
             BadBatch => "bad_batch",
+            TooManyEnforcements => "too_many_enforcements",
+            IdempotencyKeyReused => "idempotency_key_reused",
             InvalidPack => "invalid_pack",
             Rule(kind) => kind.code(),
             Internal => "internal",
             StoreError => "store_error",
+            StoreUnavailable => "store_unavailable",
             SensorsUnavailable => "sensors_unavailable",
             PacksUnavailable => "packs_unavailable",
         }
@@ -292,19 +325,55 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // A bearer challenge only where a token is what is missing (not on webhook signatures).
-        let unauthorized = self.code() == ErrorCode::Unauthorized;
+        let code = self.code();
         let mut response = (self.status(), Json(ErrorBody { error: self.body })).into_response();
-        if unauthorized {
+        if code == ErrorCode::Unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if code == ErrorCode::StoreUnavailable {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_SECS));
         }
         response
     }
 }
 
+/// Seconds a client is told to wait (`Retry-After`) when the store cannot be reached.
+pub const STORE_RETRY_AFTER_SECS: u64 = 1;
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!("store error in the API: {e}");
-        ApiError::new(ErrorCode::StoreError, e.to_string())
+        if store_unreachable(&e) {
+            tracing::warn!("store unreachable in the API: {e}");
+            ApiError::new(ErrorCode::StoreUnavailable, format!("the store cannot be reached: {e}"))
+        } else {
+            tracing::error!("store error in the API: {e}");
+            ApiError::new(ErrorCode::StoreError, e.to_string())
+        }
+    }
+}
+
+/// Whether a store error means the database cannot be reached, so that the same request may
+/// succeed later (503 `store_unavailable`): no connection within the pool's acquire timeout, an
+/// I/O or TLS error (refused, reset, broken connection), a closed pool, PostgreSQL's connection
+/// exceptions (SQLSTATE class `08`), shutting down or starting up (`57P01`..`57P03`) or out of
+/// connections (`53300`), or the store's writer gone. Anything else (a statement the database
+/// refuses, a constraint, a stored document that does not decode) is the store failing: 500.
+pub fn store_unreachable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(e) => match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some_and(|pg| {
+                let code = pg.code();
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        },
+        StoreError::Closed => true,
+        _ => false,
     }
 }
 
@@ -328,11 +397,17 @@ impl From<RuleChangeError> for ApiError {
     fn from(e: RuleChangeError) -> Self {
         match e {
             RuleChangeError::Invalid(e) => e.into(),
-            RuleChangeError::Trigger(TriggerUseError::Unknown { message, .. }) => {
+            RuleChangeError::Refused(RuleRefusal::UnknownTrigger { message, .. }) => {
                 ApiError::new(ErrorCode::UnknownTrigger, message).with_field("trigger")
             }
-            RuleChangeError::Trigger(TriggerUseError::Params(e)) => {
+            RuleChangeError::Refused(RuleRefusal::Params(e)) => {
                 ApiError::new(ErrorCode::BadTriggerParams, e.message).with_field(e.field)
+            }
+            RuleChangeError::Refused(RuleRefusal::UnknownAction { message }) => {
+                ApiError::new(ErrorCode::UnknownAction, message).with_field("action.ref")
+            }
+            RuleChangeError::Refused(RuleRefusal::Namespace { message }) => {
+                ApiError::new(ErrorCode::Rule(RuleErrorKind::BadRef), message).with_field("ref")
             }
             RuleChangeError::Exists(rule_ref) => {
                 ApiError::new(ErrorCode::Conflict, format!("rule `{rule_ref}` exists")).with_field("ref")
@@ -360,21 +435,32 @@ impl ApiError {
                     Rejected::Undeclared { index, .. } => {
                         ApiError::new(ErrorCode::TriggerNotAllowed, message).with_field(field_of(index, "trigger"))
                     }
+                    Rejected::HostOnly { index, .. } => {
+                        ApiError::new(ErrorCode::TriggerNotAllowed, message).with_field(field_of(index, "trigger"))
+                    }
+                    Rejected::TooManyEnforcements { .. } => ApiError::new(ErrorCode::TooManyEnforcements, message),
                     Rejected::Schema { index, .. } => {
                         ApiError::new(ErrorCode::SchemaMismatch, message).with_field(field_of(index, "payload"))
                     }
                 }
             }
             IngestError::Store(e) => {
-                tracing::error!("events not stored: {e}");
-                ApiError::new(ErrorCode::StoreError, e.to_string())
+                if store_unreachable(&e) {
+                    tracing::warn!("events not stored, the store is unreachable: {e}");
+                    ApiError::new(ErrorCode::StoreUnavailable, format!("the store cannot be reached: {e}"))
+                } else {
+                    tracing::error!("events not stored: {e}");
+                    ApiError::new(ErrorCode::StoreError, e.to_string())
+                }
             }
         }
     }
 }
 
 /// A JSON request body, parsed only as far as JSON: typed checks happen in [`from_value`] so
-/// that their errors name the field. Rejections are [`ApiError`]s.
+/// that their errors name the field. Rejections are [`ApiError`]s: a content type other than
+/// JSON, a body too large, a body that is not JSON, and a key twice in one object (which
+/// serde_json would otherwise take the last of, silently), 400 `duplicate_key` naming it.
 #[derive(Debug, Clone)]
 pub struct ApiJson(pub Value);
 
@@ -382,10 +468,115 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<Value>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(ErrorCode::UnsupportedContentType, "expected `Content-Type: application/json`"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ErrorCode::BodyTooLarge
+            } else {
+                ErrorCode::MalformedJson
+            };
+            ApiError::new(code, rejection.body_text())
+        })?;
+        if let Some(field) = duplicate_key(&bytes) {
+            return Err(ApiError::new(ErrorCode::DuplicateKey, format!("`{field}` appears twice")).with_field(field));
+        }
+        match Json::<Value>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_rejection(&rejection)),
         }
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, parameters allowed (as axum's `Json`).
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else { return false };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// The path (as [`from_value`] names fields: `a.b`, `[2].c`) of the first key that appears twice
+/// in one object of the JSON text `bytes`; `None` when there is none, or when the text stops
+/// being JSON before a key repeats.
+pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
+    use serde::de::DeserializeSeed;
+    let found = std::cell::RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let _ = DuplicateKeys { path: String::new(), found: &found }.deserialize(&mut deserializer);
+    found.into_inner()
+}
+
+/// Walks a JSON document without building it, failing at the first key seen twice in one object
+/// and leaving its path in `found`.
+struct DuplicateKeys<'a> {
+    path: String,
+    found: &'a std::cell::RefCell<Option<String>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DuplicateKeys<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DuplicateKeys<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        loop {
+            let path = format!("{}[{index}]", self.path);
+            if seq.next_element_seed(DuplicateKeys { path, found: self.found })?.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = join_field(&self.path, &key);
+            if !seen.insert(key) {
+                *self.found.borrow_mut() = Some(path);
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(DuplicateKeys { path, found: self.found })?;
+        }
+        Ok(())
     }
 }
 
@@ -487,6 +678,66 @@ mod tests {
             assert!(names.insert(code.as_str()), "`{code}` twice");
             let expected = format!("//! | `{}` | {} |", code.as_str(), code.status().as_u16());
             assert!(row.starts_with(&expected), "{row:?} is not {expected:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_with_their_path() {
+        let cases: [(&str, Option<&str>); 9] = [
+            (r#"{"a": 1, "b": 2}"#, None),
+            (r#"{"a": 1, "a": 2}"#, Some("a")),
+            (r#"{"a": {"x": 1}, "b": {"x": 1, "y": [1, {"z": 0, "z": 1}]}}"#, Some("b.y[1].z")),
+            (r#"[{"trigger": "a.b"}, {"trigger": "a.b", "payload": {}, "trigger": "c.d"}]"#, Some("[1].trigger")),
+            (r#"{"a": 1, "\u0061": 2}"#, Some("a")),
+            (r#"[1, "a", null, true, 2.5, -3]"#, None),
+            (r#"{"a": 1, "a""#, Some("a")),
+            (r#"{"a": 1, "b": }"#, None),
+            ("not json", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(duplicate_key(text.as_bytes()).as_deref(), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_store_is_503_with_retry_after_other_store_errors_500() {
+        let unreachable = [
+            StoreError::Database(sqlx::Error::PoolTimedOut),
+            StoreError::Database(sqlx::Error::PoolClosed),
+            StoreError::Database(sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))),
+            StoreError::Closed,
+        ];
+        for e in unreachable {
+            let response = ApiError::from(e).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], STORE_RETRY_AFTER_SECS.to_string().as_str());
+        }
+        let failing = [
+            StoreError::Database(sqlx::Error::RowNotFound),
+            StoreError::Database(sqlx::Error::Protocol("bad".into())),
+            StoreError::Json(serde_json::from_str::<Value>("{").unwrap_err()),
+        ];
+        for e in failing {
+            let response = ApiError::from(e).into_response();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        }
+    }
+
+    #[test]
+    fn json_content_types() {
+        let accepts = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            json_content_type(&headers)
+        };
+        for value in
+            ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/cloudevents+json"]
+        {
+            assert!(accepts(value), "{value}");
+        }
+        for value in ["text/json", "application/jsonx", "json", "text/plain"] {
+            assert!(!accepts(value), "{value}");
         }
     }
 

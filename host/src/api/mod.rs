@@ -4,7 +4,7 @@
 //! ```text
 //! GET    /health                          200 always                                   no auth
 //! GET    /ready                           200, or 503 naming the store or bus check    no auth
-//! POST   /api/v1/webhooks/{trigger_ref}   201; 401 bad signature, 404 no secret        HMAC
+//! POST   /api/v1/webhooks/{trigger_ref}   201; 401 signature or timestamp, 404, 422    HMAC
 //! GET    /api/v1/openapi.json             200                                          read
 //! GET    /api/v1/rules                    200, paged                                   read
 //! POST   /api/v1/rules                    201; 409 exists, 422 bad rule                admin
@@ -28,7 +28,12 @@
 //!
 //! "read" is an `admin` or `readonly` token, "admin" an `admin` token, "ingest" an `admin` or
 //! `sensor` token (see [`crate::auth`]). Every route that needs a token answers 401 without one
-//! and 403 outside its scope, before the handler runs. Errors have one shape, [`ErrorBody`]
+//! and 403 outside its scope, before the handler runs. While the database cannot be reached,
+//! every route that uses it answers 503 `store_unavailable` with `Retry-After` within about a
+//! second (the store's connection wait), and `GET /ready` answers 503 within 200 ms; both recover
+//! by themselves when it is back. A query parameter that does not parse, is unknown or out of
+//! range (a `limit` of 0, a paging cursor that is no `next`) is 400 `bad_query` naming it; a JSON
+//! body with a key twice in one object is 400 `duplicate_key` naming it. Errors have one shape, [`ErrorBody`]
 //! (every code and its status are in the table of [`ErrorCode`], `api/error.rs`). JSON bodies are limited to 2 MiB (axum's default),
 //! webhook bodies to [`WEBHOOK_MAX_BODY_BYTES`]; beyond, 413.
 //!
@@ -54,11 +59,17 @@ use serde_json::Value;
 use utoipa::OpenApi;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
-pub use events::{EnforcementOut, EnforcementPage, EventBatch, EventIn, EventOut, EventPage, IngestedOut};
+pub use events::{
+    EnforcementOut, EnforcementPage, EventBatch, EventIn, EventOut, EventPage, IDEMPOTENCY_KEY_HEADER, IngestedOut,
+    MAX_KEY_CHARS, REPLAYED_HEADER,
+};
 pub use ops::{Check, Readiness};
 pub use packs::{PackInfo, PackList, ReloadOut};
 pub use rules::{ActionDoc, DryRunOut, RuleDoc, RuleList, RuleQuery, RuleTestIn};
-pub use webhooks::{SIGNATURE_HEADER, WEBHOOK_MAX_BODY_BYTES, WebhookSecrets, sign};
+pub use webhooks::{
+    DELIVERY_HEADER, MAX_CLOCK_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_MAX_BODY_BYTES, WebhookSecrets,
+    sign,
+};
 
 use crate::app::App;
 use crate::auth::{self, Access};
@@ -219,7 +230,7 @@ async fn require_token(State(state): State<ApiState>, mut request: Request, next
         webhooks::webhook,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, auth::Scope)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "rules", description = "Rules: create, change, enable, disable, dry-run"),
         (name = "events", description = "Events and enforcements; ingest for external sensors"),
@@ -242,6 +253,86 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The answers every route of a kind can give, whatever its handler does, added to each route's
+/// own: with a bearer token, 401 and 403 (the token check runs first) and 503
+/// `store_unavailable` (the token is looked up in the store; so is every webhook); with query
+/// parameters, 400 `bad_query`; with a JSON body, 400 (not JSON, a key twice, not JSON content),
+/// 413 and 422. A status a route documents itself keeps its description; a 503 it documents
+/// gains the store's case and `Retry-After`.
+#[derive(Debug)]
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{RefOr, Response};
+        const UNAVAILABLE: &str =
+            "The store cannot be reached (`store_unavailable`); retry after `Retry-After` seconds";
+        const UNAUTHORIZED: &str =
+            "No token, or an unknown, revoked or expired one (`unauthorized`, with `WWW-Authenticate: Bearer`)";
+        const BAD_QUERY: &str =
+            "A query parameter that does not parse, is unknown or out of range (`bad_query`; `field` names it)";
+        const BAD_BODY: &str = "A body that is not JSON (`malformed_json`), has a key twice in one object \
+            (`duplicate_key`, `field` names it) or is not sent as `application/json`";
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let query = operation.parameters.iter().flatten().any(|p| p.parameter_in == ParameterIn::Query);
+                let body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses.entry(status.to_string()).or_insert_with(|| error_response(description).into());
+                };
+                if secured {
+                    add("401", UNAUTHORIZED);
+                    add("403", "The token's scope does not allow this (`forbidden`)");
+                }
+                if query {
+                    add("400", BAD_QUERY);
+                }
+                if body {
+                    add("400", BAD_BODY);
+                    add("413", "A body larger than the route accepts (`body_too_large`)");
+                    add("422", "A body of the wrong shape; `field` names the place");
+                }
+                if secured || path.starts_with("/api/v1/webhooks/") {
+                    match responses.get_mut("503") {
+                        Some(RefOr::T(response)) => {
+                            response.description = format!("{}; or: {UNAVAILABLE}", response.description);
+                            response.headers.insert("Retry-After".into(), retry_after());
+                        }
+                        Some(RefOr::Ref(_)) => {}
+                        None => {
+                            let mut response: Response = error_response(UNAVAILABLE);
+                            response.headers.insert("Retry-After".into(), retry_after());
+                            responses.insert("503".into(), response.into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A response with an [`ErrorBody`].
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build()
+}
+
+fn retry_after() -> utoipa::openapi::header::Header {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+        .description(Some("Seconds to wait before retrying"))
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +343,41 @@ mod tests {
         assert_eq!(access_for(&Method::POST, "/api/v1/events"), Access::Ingest);
         assert_eq!(access_for(&Method::POST, "/api/v1/rules/test"), Access::Admin);
         assert_eq!(access_for(&Method::DELETE, "/api/v1/rules/a.b"), Access::Admin);
+    }
+
+    /// Every authenticated route documents 401, 403 and 503 (with `Retry-After`); every route
+    /// with a query or a body documents 400; page sizes are 1 to 1000, as refused.
+    #[test]
+    fn openapi_documents_what_every_route_can_answer() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut secured = 0;
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = &operation["responses"];
+                let has = |status: &str| responses.get(status).is_some();
+                if operation.get("security").is_some() {
+                    secured += 1;
+                    for status in ["401", "403", "503"] {
+                        assert!(has(status), "{method} {path} does not document {status}");
+                    }
+                    assert!(responses["503"]["headers"].get("Retry-After").is_some(), "{method} {path}");
+                }
+                let query = operation["parameters"].as_array().is_some_and(|p| p.iter().any(|p| p["in"] == "query"));
+                if query || operation.get("requestBody").is_some() {
+                    assert!(has("400"), "{method} {path} does not document 400");
+                }
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    if parameter["name"] == "limit" {
+                        assert_eq!(parameter["schema"]["minimum"], 1, "{method} {path}");
+                        assert_eq!(parameter["schema"]["maximum"], events::MAX_LIMIT, "{method} {path}");
+                    }
+                }
+            }
+        }
+        assert!(secured >= 19, "{secured} authenticated operations");
+        let rule = &json["components"]["schemas"]["RuleDoc"]["properties"];
+        assert_eq!(rule["trigger_params"]["type"], "object", "{}", rule["trigger_params"]);
+        assert_eq!(rule["enabled"]["type"], "boolean", "{}", rule["enabled"]);
     }
 
     #[test]

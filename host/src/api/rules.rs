@@ -16,20 +16,38 @@ use super::ApiState;
 use super::error::{ApiError, ApiJson, ErrorBody, ErrorCode, from_value, join_field};
 use super::events::{ApiQuery, checked_limit};
 
+/// Whether `text` is a ref, `pack.name`: letters, digits and `_` on each side of one `.`, as
+/// `attune_rules` checks rule, trigger and action refs (the OpenAPI document's pattern
+/// `^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$`).
+fn is_ref(text: &str) -> bool {
+    let part = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    text.split_once('.').is_some_and(|(pack, name)| part(pack) && part(name))
+}
+
 /// A rule document (OpenAPI view of `attune_rules::RuleSpec`, which is what is parsed). Unknown
-/// keys are rejected.
+/// keys are rejected. `enabled`, `trigger_params` and `action.parameters` may be left out but are
+/// never `null` (they are a boolean and objects, as the answers always carry them);
+/// `description` and `conditions` may be `null`, the same as left out.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"ref": "user.on_webhook", "trigger": "core.webhook",
+    "conditions": {"field": "payload.status", "operator": "greater_or_equal", "value": 500},
+    "action": {"ref": "core.echo", "parameters": {"message": "status {{ payload.status }}"}}}))]
 pub struct RuleDoc {
     /// `pack.name`.
     #[serde(rename = "ref")]
+    #[schema(pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")]
     pub rule_ref: String,
     /// Trigger ref whose events the rule sees.
+    #[schema(pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")]
     pub trigger: String,
     /// Default true.
+    #[schema(nullable = false)]
     pub enabled: Option<bool>,
     pub description: Option<String>,
-    /// Timer parameters: `{interval, unit}`, `{expression, timezone}` or `{fire_at}`.
-    #[schema(value_type = Option<Object>)]
+    /// Parameters of the trigger instance, checked against the trigger's `param_schema`
+    /// (timers: `{interval, unit}`, `{expression, timezone}` or `{fire_at}`). Default `{}`.
+    #[schema(value_type = Option<Object>, nullable = false)]
     pub trigger_params: Option<Map<String, Value>>,
     /// `{all: [..]}`, `{any: [..]}`, `{not: ..}` or `{field, operator, value}`; omitted = always.
     #[schema(value_type = Option<Object>)]
@@ -39,11 +57,13 @@ pub struct RuleDoc {
 
 /// The `action` of a rule.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ActionDoc {
     #[serde(rename = "ref")]
+    #[schema(pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")]
     pub action_ref: String,
-    /// Strings may hold `{{ .. }}` templates.
-    #[schema(value_type = Option<Object>)]
+    /// Strings may hold `{{ .. }}` templates. Default `{}`.
+    #[schema(value_type = Option<Object>, nullable = false)]
     pub parameters: Option<Map<String, Value>>,
 }
 
@@ -63,27 +83,76 @@ pub struct RuleList {
 #[into_params(parameter_in = Query)]
 pub struct RuleQuery {
     /// Only rules on this trigger.
+    #[param(nullable = false)]
     pub trigger: Option<String>,
     /// Only rules of this pack.
+    #[param(nullable = false)]
     pub pack: Option<String>,
     /// Only enabled (`true`) or disabled (`false`) rules.
+    #[param(nullable = false)]
     pub enabled: Option<bool>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(nullable = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// Cursor: the `next` of the previous page.
+    /// Cursor: the `next` of the previous page (a rule ref).
+    #[param(nullable = false, pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")]
     pub after: Option<String>,
 }
 
-/// `POST /rules/test`: a rule (not saved) and what to evaluate it against: a `payload`, or the
-/// stored event `event_id` (its payload, id, source and time, exactly as live matching saw it).
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// An `after` cursor: the ref of the last rule of the previous page. Anything that is not a
+/// rule ref is 400 `bad_query` naming `after`.
+fn checked_after(after: Option<String>) -> Result<Option<String>, ApiError> {
+    match after {
+        Some(text) if !is_ref(&text) => Err(ApiError::new(
+            ErrorCode::BadQuery,
+            format!("`{text}` is not a paging cursor: pass the `next` of the previous page"),
+        )
+        .with_field("after")),
+        after => Ok(after),
+    }
+}
+
+/// `POST /rules/test`: a rule (not saved) and what to evaluate it against: a `payload` (a JSON
+/// object), or the stored event `event_id` (its payload, id, source and time, exactly as live
+/// matching saw it); one of the two, not both.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleTestIn {
-    #[schema(value_type = RuleDoc)]
     pub rule: Value,
-    #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
     pub event_id: Option<String>,
+}
+
+/// In the OpenAPI document: `{rule, payload}` or `{rule, event_id}` (`oneOf`, so not both).
+impl utoipa::PartialSchema for RuleTestIn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Ref, Type};
+        let variant = |with: &str, schema: ObjectBuilder| {
+            ObjectBuilder::new()
+                .property("rule", Ref::from_schema_name("RuleDoc"))
+                .required("rule")
+                .property(with, schema)
+                .required(with)
+                .additional_properties(Some(AdditionalProperties::<utoipa::openapi::Schema>::FreeForm(false)))
+        };
+        let payload = ObjectBuilder::new().schema_type(Type::Object).description(Some("The payload to evaluate."));
+        let event_id = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A stored event to evaluate, as live matching saw it."));
+        OneOfBuilder::new()
+            .description(Some("A rule (not saved) and a `payload` or a stored event's `event_id`, not both."))
+            .item(variant("payload", payload))
+            .item(variant("event_id", event_id))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RuleTestIn {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.push(("RuleDoc".into(), RuleDoc::schema()));
+        <RuleDoc as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// A dry run: whether the rule matches, why (condition by condition, as `attune-host rule
@@ -152,11 +221,12 @@ fn no_rule(rule_ref: &str) -> ApiError {
         (status = 403, body = ErrorBody)))]
 pub async fn list(State(state): State<ApiState>, ApiQuery(q): ApiQuery<RuleQuery>) -> Result<Json<RuleList>, ApiError> {
     let limit = checked_limit(q.limit)?;
+    let after = checked_after(q.after)?;
     let mut rules = state.app.rules.list().await?;
     rules.sort_by(|a, b| a.rule_ref.cmp(&b.rule_ref));
     let page: Vec<_> = rules
         .into_iter()
-        .filter(|r| q.after.as_ref().is_none_or(|after| &r.rule_ref > after))
+        .filter(|r| after.as_ref().is_none_or(|after| &r.rule_ref > after))
         .filter(|r| q.trigger.as_ref().is_none_or(|t| &r.trigger_ref == t))
         .filter(|r| q.pack.as_ref().is_none_or(|p| r.pack_ref.as_ref() == Some(p)))
         .filter(|r| q.enabled.is_none_or(|e| r.enabled == e))
@@ -180,7 +250,7 @@ pub async fn create(
 
 /// Get a rule.
 #[utoipa::path(get, path = "/api/v1/rules/{ref}", tag = "rules", security(("bearer" = [])),
-    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`", pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", example = "user.on_webhook")),
     responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody)))]
 pub async fn get_one(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<Json<Value>, ApiError> {
     state.app.rules.get(&rule_ref).await?.map(|r| Json(r.spec)).ok_or_else(|| no_rule(&rule_ref))
@@ -188,7 +258,7 @@ pub async fn get_one(State(state): State<ApiState>, Path(rule_ref): Path<String>
 
 /// Replace a rule. The body's `ref` may be omitted; if given it must equal the path's.
 #[utoipa::path(put, path = "/api/v1/rules/{ref}", tag = "rules", security(("bearer" = [])), request_body = RuleDoc,
-    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`", pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", example = "user.on_webhook")),
     responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn replace(
     State(state): State<ApiState>,
@@ -213,7 +283,7 @@ pub async fn replace(
 
 /// Delete a rule. It stops applying at once.
 #[utoipa::path(delete, path = "/api/v1/rules/{ref}", tag = "rules", security(("bearer" = [])),
-    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`", pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", example = "user.on_webhook")),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
 pub async fn delete(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<StatusCode, ApiError> {
     if state.app.rules.delete(&rule_ref).await? { Ok(StatusCode::NO_CONTENT) } else { Err(no_rule(&rule_ref)) }
@@ -221,7 +291,7 @@ pub async fn delete(State(state): State<ApiState>, Path(rule_ref): Path<String>)
 
 /// Enable a rule.
 #[utoipa::path(post, path = "/api/v1/rules/{ref}/enable", tag = "rules", security(("bearer" = [])),
-    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`", pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", example = "user.on_webhook")),
     responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody)))]
 pub async fn enable(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<Json<Value>, ApiError> {
     set_enabled(&state, &rule_ref, true).await
@@ -229,7 +299,7 @@ pub async fn enable(State(state): State<ApiState>, Path(rule_ref): Path<String>)
 
 /// Disable a rule. Its events stop producing enforcements at once.
 #[utoipa::path(post, path = "/api/v1/rules/{ref}/disable", tag = "rules", security(("bearer" = [])),
-    params(("ref" = String, Path, description = "Rule ref, `pack.name`")),
+    params(("ref" = String, Path, description = "Rule ref, `pack.name`", pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", example = "user.on_webhook")),
     responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody)))]
 pub async fn disable(State(state): State<ApiState>, Path(rule_ref): Path<String>) -> Result<Json<Value>, ApiError> {
     set_enabled(&state, &rule_ref, false).await
@@ -253,6 +323,9 @@ pub async fn test(State(state): State<ApiState>, ApiJson(body): ApiJson) -> Resu
     let catalog = state.app.catalog.current();
     let ctx = ActionContext::new(catalog.pack_config(rule.pack()));
     let (payload, event) = match (payload, event_id) {
+        (Some(payload), None) if !payload.is_object() => {
+            return Err(ApiError::new(ErrorCode::PayloadNotObject, "a payload is a JSON object").with_field("payload"));
+        }
         (Some(payload), None) => (payload, EventDocument::dry_run(rule.trigger(), ctx.now)),
         (None, Some(id)) => {
             let event =

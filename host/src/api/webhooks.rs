@@ -5,9 +5,19 @@
 //! - **Secrets:** one per trigger, from [`WebhookSecrets`] (by default the environment variable
 //!   `ATTUNE_WEBHOOK_SECRET_<TRIGGER>`, see [`WebhookSecrets::env_var`]). A trigger without a
 //!   secret has no webhook (404): nothing is accepted unsigned.
-//! - **Signature:** `X-Attune-Signature: sha256=<hex>`, the HMAC-SHA256 of the raw body with the
-//!   trigger's secret (GitHub's scheme, with our header name), compared in constant time. Missing
-//!   or wrong: 401 and nothing stored. The body is checked before it is parsed.
+//! - **Signature:** `X-Attune-Timestamp: <unix seconds>` and `X-Attune-Signature: sha256=<hex>`,
+//!   the HMAC-SHA256 with the trigger's secret of `<timestamp>.<raw body>` (the timestamp header's
+//!   text, a dot, the body's bytes), compared in constant time. A missing signature, or a wrong
+//!   one: 401 `bad_signature`; a missing or unparsable timestamp, or one more than
+//!   [`MAX_CLOCK_SKEW_SECS`] from the host's clock: 401 `bad_timestamp`. Nothing is stored. The
+//!   body is checked before it is parsed.
+//! - **Deliveries:** an optional `X-Attune-Delivery: <id>` (1 to 200 printable ASCII characters,
+//!   else 400 `bad_header`) is stored once per trigger and kept at least 24 h: a repeat answers
+//!   as the first did (status and body, the same event ids, with `Idempotent-Replayed: true`)
+//!   and stores nothing more, even while the first is in flight; the same id with another body
+//!   (compared by the SHA-256 of the raw bytes, which is what was signed) is 422
+//!   `idempotency_key_reused`. The timestamp bounds replays of a captured request without a
+//!   delivery id to the 300 s window.
 //! - **Body:** at most [`WEBHOOK_MAX_BODY_BYTES`] (413 beyond), a JSON object (400 when not JSON,
 //!   422 when not an object); it is the event's payload as is, checked against the trigger's
 //!   payload schema like any payload. The event's source is `webhook`.
@@ -15,7 +25,6 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -26,20 +35,30 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use axum::response::Response;
+
 use super::ApiState;
 use super::error::{ApiError, ErrorBody, ErrorCode};
-use super::events::IngestedOut;
+use super::events::{IngestedOut, Keyed, ingest_keyed, recorded, request_key, sha256_hex};
 use crate::pipeline::Source;
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-attune-signature";
-/// Largest webhook body accepted; the pipeline's payload limit applies after parsing too.
-pub const WEBHOOK_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The header with the Unix time (seconds) the signature was made at; it is signed too.
+pub const TIMESTAMP_HEADER: &str = "x-attune-timestamp";
+/// The optional header naming a delivery, stored once per trigger.
+pub const DELIVERY_HEADER: &str = "X-Attune-Delivery";
+/// Most seconds between a webhook's timestamp and the host's clock, either way.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+/// Largest webhook body accepted. The body is the payload, so this is the payload limit of
+/// every other source (checked once, here, before the body is even parsed).
+pub const WEBHOOK_MAX_BODY_BYTES: usize = crate::limits::DEFAULT_MAX_PAYLOAD_BYTES;
 
 /// Webhook secrets by trigger ref. `Debug` never shows a secret.
 #[derive(Clone, Default)]
 pub struct WebhookSecrets {
-    /// Keyed by [`WebhookSecrets::key`] of the trigger ref.
+    /// Keyed by the trigger ref when set by [`WebhookSecrets::insert`], by
+    /// [`WebhookSecrets::key`] (no `.`) when read from the environment.
     secrets: HashMap<String, Vec<u8>>,
 }
 
@@ -63,7 +82,7 @@ impl WebhookSecrets {
     pub fn insert(&mut self, trigger_ref: &str, secret: impl Into<Vec<u8>>) {
         let secret = secret.into();
         if !secret.is_empty() {
-            self.secrets.insert(Self::key(trigger_ref), secret);
+            self.secrets.insert(trigger_ref.to_string(), secret);
         }
     }
 
@@ -111,8 +130,13 @@ impl WebhookSecrets {
         key
     }
 
+    /// The secret of exactly `trigger_ref`, case and all: its environment variable's (whose
+    /// upper-case name can only stand for a lowercase ref), else the one inserted for it.
     fn get(&self, trigger_ref: &str) -> Option<&[u8]> {
-        self.secrets.get(&Self::key(trigger_ref)).map(Vec::as_slice)
+        let from_env = (!trigger_ref.bytes().any(|b| b.is_ascii_uppercase()))
+            .then(|| self.secrets.get(&Self::key(trigger_ref)))
+            .flatten();
+        from_env.or_else(|| self.secrets.get(trigger_ref)).map(Vec::as_slice)
     }
 
     pub fn len(&self) -> usize {
@@ -124,28 +148,75 @@ impl WebhookSecrets {
     }
 }
 
-/// The `X-Attune-Signature` value for `body` signed with `secret`: `sha256=<hex>`.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(hmac_sha256(secret, body)))
+/// The `X-Attune-Signature` value for `body` sent with `X-Attune-Timestamp: <timestamp>`, signed
+/// with `secret`: `sha256=<hex>` of the HMAC-SHA256 of `<timestamp>.<body>`.
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(hmac_sha256(secret, &timestamp.to_string(), body)))
 }
 
-fn hmac_sha256(secret: &[u8], body: &[u8]) -> [u8; 32] {
+/// The HMAC-SHA256 with `secret` of `<timestamp>.<body>`.
+fn hmac_sha256(secret: &[u8], timestamp: &str, body: &[u8]) -> [u8; 32] {
     // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
         Ok(mac) => mac,
         Err(_) => unreachable!("HMAC accepts keys of any length"),
     };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body);
     mac.finalize().into_bytes().into()
 }
 
-/// Whether `header` is a valid signature of `body`; the digests are compared in constant time.
-fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
-    let Some(given) = header.and_then(|h| h.trim().strip_prefix("sha256=")).and_then(|h| hex::decode(h).ok()) else {
+/// Whether `header` is a valid signature of `body` sent with `timestamp` (the timestamp header's
+/// text); the digests are compared in constant time.
+fn verify(secret: &[u8], timestamp: &str, body: &[u8], header: &str) -> bool {
+    let Some(given) = header.trim().strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()) else {
         return false;
     };
-    let expected = hmac_sha256(secret, body);
+    let expected = hmac_sha256(secret, timestamp, body);
     given.len() == expected.len() && bool::from(expected.ct_eq(given.as_slice()))
+}
+
+/// The text of the timestamp header and the Unix seconds it says, when it is a decimal number.
+fn timestamp(headers: &HeaderMap) -> Option<(&str, i64)> {
+    let text = headers.get(TIMESTAMP_HEADER)?.to_str().ok()?.trim();
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    Some((text, text.parse().ok().filter(|_| digits)?))
+}
+
+/// The host's clock, in Unix seconds.
+fn now_secs() -> i64 {
+    crate::store::now_micros().div_euclid(1_000_000)
+}
+
+/// Authenticates a webhook call: its signature, its timestamp and how far that is from the
+/// host's clock, in that order (see the module docs).
+fn authenticate(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let Some(signature) = headers.get(SIGNATURE_HEADER).and_then(|h| h.to_str().ok()) else {
+        return Err(ApiError::new(ErrorCode::BadSignature, "missing `X-Attune-Signature: sha256=<hex>`"));
+    };
+    let Some((text, seconds)) = timestamp(headers) else {
+        return Err(ApiError::new(
+            ErrorCode::BadTimestamp,
+            "missing or unparsable `X-Attune-Timestamp: <unix seconds>`; the signature covers `<timestamp>.<raw body>`",
+        ));
+    };
+    if !verify(secret, text, body, signature) {
+        return Err(ApiError::new(
+            ErrorCode::BadSignature,
+            "wrong `X-Attune-Signature`: expected `sha256=<hex>` of the HMAC-SHA256 of `<timestamp>.<raw body>`",
+        ));
+    }
+    let skew = now_secs().saturating_sub(seconds).saturating_abs();
+    if skew > MAX_CLOCK_SKEW_SECS {
+        return Err(ApiError::new(
+            ErrorCode::BadTimestamp,
+            format!(
+                "`X-Attune-Timestamp` is {skew} s from the host's clock; at most {MAX_CLOCK_SKEW_SECS} s are accepted"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn route() -> MethodRouter<ApiState> {
@@ -155,20 +226,23 @@ pub(super) fn route() -> MethodRouter<ApiState> {
 /// Receive a signed webhook call: the JSON object body becomes one event of the trigger.
 #[utoipa::path(post, path = "/api/v1/webhooks/{trigger_ref}", tag = "webhooks",
     params(("trigger_ref" = String, Path, description = "`core.webhook` or a pack trigger with a configured secret"),
-        ("X-Attune-Signature" = String, Header, description = "`sha256=<hex>`: HMAC-SHA256 of the raw body with the trigger's secret")),
+        ("X-Attune-Timestamp" = String, Header, description = "Unix seconds when the call was signed; refused more than 300 s from the host's clock"),
+        ("X-Attune-Signature" = String, Header, description = "`sha256=<hex>`: HMAC-SHA256 with the trigger's secret of `<timestamp>.<raw body>`"),
+        ("X-Attune-Delivery" = Option<String>, Header, description = "Delivery id, 1 to 200 printable ASCII characters: stored once per trigger; a repeat answers as the first did and stores nothing more")),
     request_body(content = Object, description = "Any JSON object; it is the event payload"),
-    responses((status = 201, body = IngestedOut),
-        (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 401, description = "Missing or wrong signature; nothing stored", body = ErrorBody),
+    responses((status = 201, body = IngestedOut,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer repeated from the first delivery with this id"))),
+        (status = 400, description = "Not JSON, or a bad `X-Attune-Delivery` (`bad_header`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong signature (`bad_signature`), missing, unparsable or stale timestamp (`bad_timestamp`); nothing stored", body = ErrorBody),
         (status = 404, description = "No webhook for this trigger", body = ErrorBody),
         (status = 413, body = ErrorBody),
-        (status = 422, description = "Not an object, or refused by the trigger's payload schema", body = ErrorBody)))]
+        (status = 422, description = "Not an object, refused by the trigger's payload schema, or a delivery id that came with another body (`idempotency_key_reused`)", body = ErrorBody)))]
 pub async fn webhook(
     State(state): State<ApiState>,
     Path(trigger_ref): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<IngestedOut>), ApiError> {
+) -> Result<Response, ApiError> {
     let timer = attune_timers::is_timer_trigger(&trigger_ref);
     let Some(secret) = state.webhook_secrets.get(&trigger_ref).filter(|_| !timer) else {
         return Err(ApiError::not_found(format!("no webhook for trigger `{trigger_ref}`")));
@@ -180,23 +254,26 @@ pub async fn webhook(
             ApiError::new(ErrorCode::BadBody, rejection.body_text())
         }
     })?;
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|h| h.to_str().ok());
-    if !verify(secret, &body, signature) {
-        tracing::warn!(trigger = %trigger_ref, "webhook refused: missing or wrong signature");
-        return Err(ApiError::new(ErrorCode::BadSignature, "missing or wrong `X-Attune-Signature: sha256=<hex>`"));
+    authenticate(secret, &headers, &body).inspect_err(|e| {
+        tracing::warn!(trigger = %trigger_ref, code = %e.code(), "webhook refused: {}", e.body.message);
+    })?;
+    let keyed = request_key(&headers, DELIVERY_HEADER)?.map(|key| Keyed {
+        scope: format!("webhook:{trigger_ref}"),
+        key,
+        header: DELIVERY_HEADER,
+        request_hash: sha256_hex(&body),
+    });
+    if let Some(keyed) = &keyed
+        && let Some(first) = recorded(&state, keyed).await?
+    {
+        return Ok(first);
     }
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("the body is not JSON: {e}")))?;
     if !payload.is_object() {
         return Err(ApiError::new(ErrorCode::PayloadNotObject, "a webhook body is a JSON object"));
     }
-    let ingested = state
-        .app
-        .pipeline
-        .ingest(&Source::Webhook, vec![(trigger_ref, payload)], None)
-        .await
-        .map_err(|e| ApiError::from_ingest(e, |_, _| String::new()))?;
-    Ok((StatusCode::CREATED, Json(IngestedOut { event_ids: ingested.event_ids, enforcements: ingested.enforcements })))
+    ingest_keyed(&state, keyed, &Source::Webhook, vec![(trigger_ref, payload)], |_, _| String::new()).await
 }
 
 #[cfg(test)]
@@ -204,15 +281,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signatures_verify_only_with_the_right_secret_and_body() {
-        let good = sign(b"s3cret", b"{\"a\":1}");
+    fn signatures_verify_only_with_the_right_secret_timestamp_and_body() {
+        let good = sign(b"s3cret", 1_700_000_000, b"{\"a\":1}");
         assert!(good.starts_with("sha256=") && good.len() == 7 + 64);
-        assert!(verify(b"s3cret", b"{\"a\":1}", Some(&good)));
-        assert!(!verify(b"other", b"{\"a\":1}", Some(&good)));
-        assert!(!verify(b"s3cret", b"{\"a\":2}", Some(&good)));
-        assert!(!verify(b"s3cret", b"{\"a\":1}", None));
-        assert!(!verify(b"s3cret", b"{\"a\":1}", Some(good.trim_start_matches("sha256="))));
-        assert!(!verify(b"s3cret", b"{\"a\":1}", Some("sha256=abcd")));
+        assert!(verify(b"s3cret", "1700000000", b"{\"a\":1}", &good));
+        assert!(!verify(b"other", "1700000000", b"{\"a\":1}", &good));
+        assert!(!verify(b"s3cret", "1700000000", b"{\"a\":2}", &good));
+        assert!(!verify(b"s3cret", "1700000001", b"{\"a\":1}", &good));
+        assert!(!verify(b"s3cret", "1700000000", b"{\"a\":1}", good.trim_start_matches("sha256=")));
+        assert!(!verify(b"s3cret", "1700000000", b"{\"a\":1}", "sha256=abcd"));
+        // What `printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac s3cret` prints (and the
+        // README's Python and JavaScript snippets).
+        assert_eq!(good, "sha256=1698a50bc74d1ff1db85c4e0a5297c2ad9fdba245d5737cdb789e4cc6e098940");
+    }
+
+    #[test]
+    fn timestamps_are_decimal_unix_seconds_within_300_s() {
+        let headers = |pairs: &[(&'static str, String)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, value.parse().unwrap());
+            }
+            map
+        };
+        let body = b"{}";
+        let signed = |at: i64| headers(&[(TIMESTAMP_HEADER, at.to_string()), (SIGNATURE_HEADER, sign(b"k", at, body))]);
+        let now = now_secs();
+        for at in [now, now - 290, now + 290] {
+            assert!(authenticate(b"k", &signed(at), body).is_ok(), "{at}");
+        }
+        for at in [now - 301, now + 301, 0] {
+            assert_eq!(authenticate(b"k", &signed(at), body).unwrap_err().code(), ErrorCode::BadTimestamp, "{at}");
+        }
+        let unsigned_timestamp = headers(&[
+            (TIMESTAMP_HEADER, now.to_string()),
+            (SIGNATURE_HEADER, {
+                let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+                mac.update(body);
+                format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+            }),
+        ]);
+        assert_eq!(authenticate(b"k", &unsigned_timestamp, body).unwrap_err().code(), ErrorCode::BadSignature);
+        let no_timestamp = headers(&[(SIGNATURE_HEADER, sign(b"k", now, body))]);
+        assert_eq!(authenticate(b"k", &no_timestamp, body).unwrap_err().code(), ErrorCode::BadTimestamp);
+        for bad in ["", "-5", "+5", "1e9", "12.5", "99999999999999999999"] {
+            let got = authenticate(
+                b"k",
+                &headers(&[(TIMESTAMP_HEADER, bad.into()), (SIGNATURE_HEADER, sign(b"k", now, body))]),
+                body,
+            );
+            assert_eq!(got.unwrap_err().code(), ErrorCode::BadTimestamp, "{bad:?}");
+        }
+        let no_signature = headers(&[(TIMESTAMP_HEADER, now.to_string())]);
+        assert_eq!(authenticate(b"k", &no_signature, body).unwrap_err().code(), ErrorCode::BadSignature);
     }
 
     #[test]

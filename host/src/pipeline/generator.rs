@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::catalog::{PackCatalog, PayloadMismatch};
+use crate::pack::CORE_TRIGGERS;
 use crate::store::{EventRecord, now_micros};
 
 /// Where payloads come from.
@@ -28,6 +29,11 @@ impl Source {
             Source::Sensor { triggers, .. } | Source::Api { triggers, .. } => triggers.iter().any(|t| t == trigger),
             Source::Timer { .. } | Source::Webhook => true,
         }
+    }
+
+    /// The host's own timers and webhooks, the only sources of core triggers.
+    fn is_host(&self) -> bool {
+        matches!(self, Source::Timer { .. } | Source::Webhook)
     }
 
     /// The kind of source, a bounded metrics label.
@@ -80,8 +86,15 @@ pub enum Rejected {
     UnknownTrigger { index: usize, trigger: String },
     #[error("payload {index}: trigger `{trigger}` is not declared by {origin}")]
     Undeclared { index: usize, trigger: String, origin: String },
+    /// A core trigger from a sensor or `POST /events`: only the host's timers and webhooks
+    /// feed them, so no one can forge a timer fire.
+    #[error("payload {index}: `{trigger}` is fed by the host alone, not by {origin}")]
+    HostOnly { index: usize, trigger: String, origin: String },
     #[error("payload {index}: {mismatch}")]
     Schema { index: usize, mismatch: PayloadMismatch },
+    /// The batch matches more rules than one ingest may enforce.
+    #[error("the payloads would make more than {limit} enforcements; send fewer at a time")]
+    TooManyEnforcements { limit: usize },
 }
 
 /// Checks a batch of payloads against `catalog` and turns them into events, all or none. Sizes
@@ -95,6 +108,9 @@ pub fn generate(catalog: &PackCatalog, source: &Source, payloads: Vec<Payload>) 
         .map(|(index, Payload { trigger, rule, document: payload })| {
             if catalog.trigger(&trigger).is_none() {
                 return Err(Rejected::UnknownTrigger { index, trigger });
+            }
+            if !source.is_host() && CORE_TRIGGERS.contains(&trigger.as_str()) {
+                return Err(Rejected::HostOnly { index, trigger, origin: source.label() });
             }
             if !source.declares(&trigger) {
                 return Err(Rejected::Undeclared { index, trigger, origin: source.label() });

@@ -19,8 +19,15 @@ pub use generator::{Payload, Rejected, Source, derived_id};
 use crate::catalog::{PackCatalog, SharedCatalog};
 use crate::metrics::Metrics;
 use crate::sandbox::{StateDelta, TriggerInstance};
-use crate::store::{Commit, EnforcementRecord, EnforcementStatus, EventRecord, GroupCommitter, Message, StoreError};
+use crate::store::{
+    Commit, EnforcementRecord, EnforcementStatus, EventRecord, GroupCommitter, Message, ReplayRecord, StoreError,
+    Written,
+};
 use attune_bus::routing::{ENFORCEMENT_CREATED, EVENT_CREATED};
+
+/// Most enforcements one ingest (a poll, a request, a fire) may make: a batch beyond it is
+/// refused whole, so one request cannot flood the store or starve the timers.
+pub const MAX_ENFORCEMENTS_PER_INGEST: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -115,6 +122,29 @@ impl Pipeline {
         payloads: impl IntoIterator<Item = P>,
         state: Option<(String, StateDelta)>,
     ) -> Result<Ingested, IngestError> {
+        Ok(self.ingest_with(source, payloads, state, |_| None).await?.0)
+    }
+
+    /// [`Pipeline::ingest`] of a request with a key: `answer` makes the record of what it
+    /// answers, written in the same transaction under its key, unless the key is taken already;
+    /// then nothing is stored and this returns `None` (the key's record holds the first answer).
+    pub async fn ingest_once<P: Into<Payload>>(
+        &self,
+        source: &Source,
+        payloads: impl IntoIterator<Item = P>,
+        answer: impl FnOnce(&Ingested) -> ReplayRecord + Send,
+    ) -> Result<Option<Ingested>, IngestError> {
+        let (ingested, written) = self.ingest_with(source, payloads, None, |i| Some(answer(i))).await?;
+        Ok((written == Written::Stored).then_some(ingested))
+    }
+
+    async fn ingest_with<P: Into<Payload>>(
+        &self,
+        source: &Source,
+        payloads: impl IntoIterator<Item = P>,
+        state: Option<(String, StateDelta)>,
+        replay: impl FnOnce(&Ingested) -> Option<ReplayRecord> + Send,
+    ) -> Result<(Ingested, Written), IngestError> {
         let catalog = self.catalog.current();
         let payloads = payloads.into_iter().map(Into::into).collect();
         let events =
@@ -124,12 +154,13 @@ impl Pipeline {
             commit.sensor_ref = Some(sensor_ref);
             commit.state = delta;
         }
-        self.match_rules(&catalog, &events, &mut commit);
+        self.match_rules(&catalog, &events, &mut commit).inspect_err(|_| self.metrics.rejected(source.kind()))?;
         commit.outbox.extend(events.iter().map(event_message));
         let ingested = Ingested {
             event_ids: events.iter().map(|e| e.id.clone()).collect(),
             enforcements: commit.enforcements.len(),
         };
+        commit.replay = replay(&ingested);
         // Reported once stored, so no log line tells of an enforcement that was rolled back.
         let failed: Vec<(String, String, String)> = commit
             .enforcements
@@ -139,7 +170,10 @@ impl Pipeline {
             .collect();
         commit.events = events;
         let has_messages = !commit.outbox.is_empty();
-        self.committer.commit(commit).await.map_err(IngestError::Store)?;
+        let written = self.committer.commit(commit).await.map_err(IngestError::Store)?;
+        if written == Written::Taken {
+            return Ok((ingested, written));
+        }
         if has_messages {
             self.outbox_written.notify_one();
         }
@@ -147,10 +181,12 @@ impl Pipeline {
         for (rule, event, error) in &failed {
             self.metrics.enforcement_failed(rule, event, error);
         }
-        Ok(ingested)
+        Ok((ingested, written))
     }
 
-    fn match_rules(&self, catalog: &PackCatalog, events: &[EventRecord], commit: &mut Commit) {
+    /// Matches `events` against their rules into `commit`; refuses a batch that would make more
+    /// than [`MAX_ENFORCEMENTS_PER_INGEST`] enforcements, before it holds them all in memory.
+    fn match_rules(&self, catalog: &PackCatalog, events: &[EventRecord], commit: &mut Commit) -> Result<(), Rejected> {
         let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
         let now = Utc::now();
         for event in events {
@@ -168,6 +204,9 @@ impl Pipeline {
                 if !rule.matches(&input) {
                     continue;
                 }
+                if commit.enforcements.len() == MAX_ENFORCEMENTS_PER_INGEST {
+                    return Err(Rejected::TooManyEnforcements { limit: MAX_ENFORCEMENTS_PER_INGEST });
+                }
                 let enforcement = enforce(rule, event, &input, catalog.pack_config(rule.pack()));
                 if enforcement.status == EnforcementStatus::Scheduled {
                     commit.outbox.push(enforcement_message(&enforcement));
@@ -175,6 +214,7 @@ impl Pipeline {
                 commit.enforcements.push(enforcement);
             }
         }
+        Ok(())
     }
 }
 
@@ -183,20 +223,28 @@ pub fn event_document(event: &EventRecord) -> EventDocument {
     EventDocument::new(&event.id, &event.trigger_ref, &event.source, micros_to_time(event.created_at))
 }
 
+/// The Unix time (microseconds) written in a UUIDv7 event id; 0 for any other id.
+fn id_time_micros(id: &str) -> i64 {
+    let Some(timestamp) = uuid::Uuid::parse_str(id).ok().and_then(|u| u.get_timestamp()) else { return 0 };
+    let (seconds, nanos) = timestamp.to_unix();
+    i64::try_from(seconds).unwrap_or(0) * 1_000_000 + i64::from(nanos / 1_000)
+}
+
 fn micros_to_time(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
-/// One enforcement of `rule` for `event`. Its id is derived from both (a UUIDv7 at the event's
-/// time whose random bits hash the pair), so a replay produces the same row and the store's
-/// uniqueness makes it a no-op.
+/// One enforcement of `rule` for `event`. Its id is derived from both alone (a UUIDv7 at the
+/// time written in the event's own id, whose random bits hash the pair), never from a clock, so
+/// a replay of the event produces the same row and the same message, and the store's uniqueness
+/// makes both no-ops.
 fn enforce(rule: &CompiledRule, event: &EventRecord, input: &MatchInput<'_>, pack_config: &Value) -> EnforcementRecord {
     let (parameters, status, error) = match rule.render_action(input, &ActionContext::new(pack_config)) {
         Ok(parameters) => (Some(parameters), EnforcementStatus::Scheduled, None),
         Err(e) => (None, EnforcementStatus::Failed, Some(e.to_string())),
     };
     EnforcementRecord {
-        id: derived_id(event.created_at, &format!("{}\0{}", rule.rule_ref(), event.id)),
+        id: derived_id(id_time_micros(&event.id), &format!("{}\0{}", rule.rule_ref(), event.id)),
         rule_ref: rule.rule_ref().to_string(),
         event_id: event.id.clone(),
         trigger_ref: event.trigger_ref.clone(),

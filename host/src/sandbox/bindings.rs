@@ -6,8 +6,11 @@ wasmtime::component::bindgen!({
     world: "source-runtime",
     path: "../wit",
     imports: {
-        // HTTP waits on the network; everything else answers from memory or a local file.
+        // HTTP waits on the network, and the filesystem calls on a thread of their own, both
+        // bounded by the poll's deadline; everything else answers from memory.
         "attune:sensor/http.send": async,
+        "attune:sensor/fs.list-dir": async,
+        "attune:sensor/fs.read-file": async,
         default: trappable,
     },
     exports: { default: async },

@@ -160,7 +160,7 @@ pub struct SensorCtx {
     pub grants: Arc<Grants>,
     pub instances: super::InstanceFeed,
     pub http_client: reqwest::Client,
-    /// Wall-clock deadline of the current call; host calls such as HTTP respect it too.
+    /// Wall-clock deadline of the current call; the HTTP and filesystem host calls end by it too.
     pub deadline: Instant,
 }
 
@@ -269,34 +269,82 @@ impl http::Host for SensorCtx {
 }
 
 impl fs::Host for SensorCtx {
-    fn list_dir(&mut self, path: String) -> wasmtime::Result<Result<Vec<fs::DirEntry>, String>> {
-        Ok(self.grants.paths.check(&path).and_then(|dir| list_dir(&dir).map_err(|e| format!("{path}: {e}"))))
+    async fn list_dir(&mut self, path: String) -> Result<Vec<fs::DirEntry>, String> {
+        let entries = off_thread(&self.grants, self.deadline, path, |paths, path| paths.list_dir(path)).await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| fs::DirEntry {
+                name: e.name,
+                is_dir: e.is_dir,
+                size: e.size,
+                modified_ms: e.modified.map(unix_ms).unwrap_or(0),
+            })
+            .collect())
     }
 
-    fn read_file(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, String>> {
+    async fn read_file(&mut self, path: String) -> Result<Vec<u8>, String> {
         let cap = READ_CAP_BYTES.min(self.limiter.limit_bytes() as u64 / 4);
-        Ok(self.grants.paths.check(&path).and_then(|file| {
-            let len = std::fs::metadata(&file).map_err(|e| format!("{path}: {e}"))?.len();
-            if len > cap {
-                return Err(format!("{path}: {len} bytes exceeds the read cap of {cap} bytes"));
-            }
-            std::fs::read(&file).map_err(|e| format!("{path}: {e}"))
-        }))
+        off_thread(&self.grants, self.deadline, path, move |paths, path| paths.read_file(path, cap)).await
     }
 }
 
-fn list_dir(dir: &std::path::Path) -> std::io::Result<Vec<fs::DirEntry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        entries.push(fs::DirEntry {
-            name: entry.file_name().to_string_lossy().into_owned(),
-            is_dir: meta.is_dir(),
-            size: meta.len(),
-            modified_ms: meta.modified().map(unix_ms).unwrap_or(0),
-        });
+/// Runs one filesystem call of the sensor on a thread of its own and waits for it until the
+/// poll's `deadline`: a filesystem that does not answer (a hung network mount, a FUSE server)
+/// holds that thread, never the poll, a runtime worker or the shutdown (the thread is not
+/// joined). While such a call is still running, the sensor's next ones are refused at once.
+async fn off_thread<T: Send + 'static>(
+    grants: &Arc<Grants>,
+    deadline: Instant,
+    path: String,
+    call: impl FnOnce(&GrantedPaths, &str) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let Some(guard) = grants.paths.begin_call() else {
+        return Err(format!("{path}: an earlier filesystem call of this sensor has not returned yet"));
+    };
+    if Instant::now() >= deadline {
+        return Err(format!("{path}: the poll's deadline has passed"));
     }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let grants = grants.clone();
+    let job_path = path.clone();
+    std::thread::Builder::new()
+        .name("attune-fs".into())
+        .spawn(move || {
+            let result = call(&grants.paths, &job_path);
+            drop(guard);
+            let _ = tx.send(result);
+        })
+        .map_err(|e| format!("{path}: cannot start the filesystem call: {e}"))?;
+    match tokio::time::timeout_at(deadline.into(), rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(format!("{path}: the filesystem call failed")),
+        Err(_) => Err(format!("{path}: no answer from the filesystem before the poll's deadline")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stuck_filesystem_call_ends_at_the_deadline() {
+        let grants = Arc::new(Grants::default());
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(100);
+        let stuck = off_thread(&grants, deadline, "x".into(), |_, _| {
+            std::thread::sleep(Duration::from_millis(600));
+            Ok(())
+        });
+        let error = stuck.await.unwrap_err();
+        assert_eq!(error, "x: no answer from the filesystem before the poll's deadline");
+        assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+        // Until it returns, the sensor's next calls are refused at once.
+        let next = off_thread(&grants, Instant::now() + Duration::from_secs(1), "y".into(), |_, _| Ok(()));
+        assert!(next.await.unwrap_err().contains("has not returned yet"));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let next = off_thread(&grants, Instant::now() + Duration::from_secs(1), "y".into(), |_, _| Ok(()));
+        assert_eq!(next.await, Ok(()));
+    }
 }

@@ -1,6 +1,7 @@
 //! Events, enforcements and the outbox: the commit path every pipeline step writes through, the
 //! relay's reads of unpublished messages, and the newest-first lists the API pages through.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -12,7 +13,7 @@ use sqlx::{Database, QueryBuilder};
 
 use super::sensor_state::{DELETE_STATE, UPSERT_STATE};
 use super::sql::{Bind, PgStore, ROWS_PER_INSERT, SqliteStore};
-use super::{Message, OutboxRow, StoreError};
+use super::{Message, OutboxRow, ReplayRecord, StoreError, Written};
 use crate::sandbox::StateDelta;
 
 /// Most rows one list query returns, whatever its `limit`.
@@ -104,6 +105,9 @@ pub struct Commit {
     /// Outbox rows the broker confirmed. Marked through the same writer as everything else, so
     /// the relay never contends with the pipeline for SQLite's single write lock.
     pub published: Vec<i64>,
+    /// The answer these writes make to a request with a key, claimed first: when its key is
+    /// taken already, nothing of this commit is written (see `replays.rs`).
+    pub replay: Option<ReplayRecord>,
 }
 
 /// A page of a list query, newest first. `before` is an id cursor from the previous page.
@@ -123,8 +127,9 @@ pub struct ListFilter {
 /// Events, enforcements and the outbox.
 #[async_trait::async_trait]
 pub trait EventStore: Send + Sync {
-    /// Writes every commit in one transaction: all or nothing.
-    async fn write(&self, commits: &[Commit]) -> Result<(), StoreError>;
+    /// Writes every commit in one transaction: all or nothing. Returns what became of each
+    /// commit, in order: a commit whose replay key was taken writes nothing.
+    async fn write(&self, commits: &[Commit]) -> Result<Vec<Written>, StoreError>;
 
     /// Oldest unpublished outbox rows first.
     async fn unpublished(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
@@ -331,17 +336,36 @@ macro_rules! impl_event_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
         impl EventStore for $store {
-            async fn write(&self, commits: &[Commit]) -> Result<(), StoreError> {
+            async fn write(&self, commits: &[Commit]) -> Result<Vec<Written>, StoreError> {
                 let mut tx = self.pool.begin().await?;
+                // A commit whose replay key is taken writes nothing (see `replays.rs`).
+                let outcome = Self::claim_replays(&mut tx, commits).await?;
+                let kept: Vec<&Commit> =
+                    commits.iter().zip(&outcome).filter(|(_, w)| **w == Written::Stored).map(|(c, _)| c).collect();
+                let commits = kept.as_slice();
+                // Rows this transaction wrote; a replayed row (same id) is not among them.
+                let mut written: HashSet<String> = HashSet::new();
                 let events: Vec<&EventRecord> = commits.iter().flat_map(|c| &c.events).collect();
                 for chunk in events.chunks(ROWS_PER_INSERT) {
-                    insert_events::<$db>(chunk).build().execute(&mut *tx).await?;
+                    let mut insert = insert_events::<$db>(chunk);
+                    insert.push(" RETURNING id");
+                    written.extend(insert.build_query_scalar::<String>().fetch_all(&mut *tx).await?);
                 }
                 let enforcements: Vec<&EnforcementRecord> = commits.iter().flat_map(|c| &c.enforcements).collect();
                 for chunk in enforcements.chunks(ROWS_PER_INSERT) {
-                    insert_enforcements::<$db>(chunk).build().execute(&mut *tx).await?;
+                    let mut insert = insert_enforcements::<$db>(chunk);
+                    insert.push(" RETURNING id");
+                    written.extend(insert.build_query_scalar::<String>().fetch_all(&mut *tx).await?);
                 }
-                let outbox: Vec<&Message> = commits.iter().flat_map(|c| &c.outbox).collect();
+                // A message announcing an event or an enforcement (its message id is the row's
+                // id) is queued only with its row: a replay queues nothing.
+                let rows: HashSet<&str> =
+                    events.iter().map(|e| e.id.as_str()).chain(enforcements.iter().map(|e| e.id.as_str())).collect();
+                let outbox: Vec<&Message> = commits
+                    .iter()
+                    .flat_map(|c| &c.outbox)
+                    .filter(|m| !rows.contains(m.message_id.as_str()) || written.contains(&m.message_id))
+                    .collect();
                 let now = super::now_micros();
                 for chunk in outbox.chunks(ROWS_PER_INSERT) {
                     insert_outbox::<$db>(chunk, now).build().execute(&mut *tx).await?;
@@ -361,7 +385,7 @@ macro_rules! impl_event_store {
                     mark_outbox_published::<$db>(chunk, now).build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(outcome)
             }
 
             async fn unpublished(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
@@ -371,7 +395,7 @@ macro_rules! impl_event_store {
             }
 
             async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
-                self.write(&[Commit { published: ids.to_vec(), ..Commit::default() }]).await
+                self.write(&[Commit { published: ids.to_vec(), ..Commit::default() }]).await.map(drop)
             }
 
             async fn outbox_backlog(&self) -> Result<i64, StoreError> {

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{Commit, Store, StoreError};
+use super::{Commit, Store, StoreError, Written};
 
 /// Most commits written in one transaction.
 const MAX_GROUP: usize = 512;
 /// Commits waiting for the writer before callers are made to wait (backpressure).
 const QUEUE: usize = 4_096;
 
-type Pending = (Commit, oneshot::Sender<Result<(), Arc<StoreError>>>);
+type Pending = (Commit, oneshot::Sender<Result<Written, Arc<StoreError>>>);
 
 #[derive(Debug, Clone)]
 pub struct GroupCommitter {
@@ -33,9 +33,10 @@ impl GroupCommitter {
                 while pending.lock().await.recv_many(&mut group, MAX_GROUP).await > 0 {
                     let (commits, waiters): (Vec<Commit>, Vec<_>) = group.drain(..).unzip();
                     let outcome = store.write(&commits).await.map_err(Arc::new);
-                    for waiter in waiters {
+                    for (index, waiter) in waiters.into_iter().enumerate() {
+                        let written = outcome.as_ref().map(|each| each.get(index).copied().unwrap_or(Written::Stored));
                         // A caller that stopped waiting does not need the outcome.
-                        let _ = waiter.send(outcome.clone());
+                        let _ = waiter.send(written.map_err(Arc::clone));
                     }
                 }
             });
@@ -43,8 +44,9 @@ impl GroupCommitter {
         Self { queue }
     }
 
-    /// Writes `commit` (together with whatever else is queued) and waits until it is durable.
-    pub async fn commit(&self, commit: Commit) -> Result<(), Arc<StoreError>> {
+    /// Writes `commit` (together with whatever else is queued) and waits until it is durable;
+    /// [`Written::Taken`] when its replay key was taken and nothing of it was written.
+    pub async fn commit(&self, commit: Commit) -> Result<Written, Arc<StoreError>> {
         let (done, outcome) = oneshot::channel();
         self.queue.send((commit, done)).await.map_err(|_| Arc::new(StoreError::Closed))?;
         outcome.await.map_err(|_| Arc::new(StoreError::Closed))?

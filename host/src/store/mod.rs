@@ -9,6 +9,8 @@
 //! | API tokens | [`ApiTokenStore`] | `tokens.rs` |
 //! | sensor state | [`SensorStateStore`] | `sensor_state.rs` |
 //! | timer state | [`TimerStateStore`] | `timer_state.rs` |
+//! | first answers to repeatable requests | [`ReplayStore`] | `replays.rs` |
+//! | deleting what is past retention | [`RetentionStore`] | `retention.rs` |
 //! | connections, migrations, readiness | [`Store`] | `sql.rs` |
 //!
 //! Writes from the pipeline arrive as [`Commit`]s: a poll's events, the sensor's state writes,
@@ -18,6 +20,8 @@
 
 mod events;
 mod group;
+mod replays;
+mod retention;
 mod rules;
 mod sensor_state;
 mod sql;
@@ -31,6 +35,8 @@ pub use events::{
     Commit, EnforcementRecord, EnforcementStatus, EventRecord, EventStore, ListFilter, UnknownEnforcementStatus,
 };
 pub use group::GroupCommitter;
+pub use replays::{PRUNE_BATCH, RETENTION_MICROS, ReplayRecord, ReplayStore, Written};
+pub use retention::{Pruned, RetentionStore};
 pub use rules::{RuleStore, StoredRule};
 pub use sensor_state::SensorStateStore;
 pub use sql::{PgStore, SqliteStore};
@@ -59,7 +65,16 @@ pub enum StoreError {
 /// them.
 #[async_trait::async_trait]
 pub trait Store:
-    EventStore + RuleStore + ApiTokenStore + SensorStateStore + TimerStateStore + Send + Sync + std::fmt::Debug
+    EventStore
+    + RuleStore
+    + ApiTokenStore
+    + SensorStateStore
+    + TimerStateStore
+    + ReplayStore
+    + RetentionStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     /// How many transactions may write at once: 1 for SQLite (one writer; concurrent writers
     /// only wait on its lock), more for PostgreSQL. The group committer runs this many writers,
@@ -87,7 +102,7 @@ impl attune_bus::Outbox for StoreOutbox {
 
     async fn mark_published(&self, ids: &[i64]) -> Result<(), Arc<StoreError>> {
         if self.store.writers() == 1 {
-            self.committer.commit(Commit { published: ids.to_vec(), ..Commit::default() }).await
+            self.committer.commit(Commit { published: ids.to_vec(), ..Commit::default() }).await.map(drop)
         } else {
             self.store.mark_published(ids).await.map_err(Arc::new)
         }

@@ -53,11 +53,32 @@ pub struct PgStore {
     pub(super) pool: PgPool,
 }
 
+/// How long a statement waits for a PostgreSQL connection: an idle one that still answers a
+/// ping, or a new one, connected and authenticated. Beyond it the statement fails with
+/// `PoolTimedOut`, which the API answers as 503 `store_unavailable` with `Retry-After`: while the
+/// database cannot be reached (down, refusing, or not answering at all), a request fails within
+/// this bound instead of hanging. Well under a second, so that a request (one such wait before
+/// it fails) answers within one. A pool reconnects by itself once the database is back.
+pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(750);
+/// How long [`PgStore::connect`] waits for the database to come up at start (the first
+/// connection only; later ones get [`PG_ACQUIRE_TIMEOUT`]).
+pub const PG_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl PgStore {
+    /// A pool on `url`, once its first connection is made: waiting up to [`PG_STARTUP_TIMEOUT`]
+    /// while the server refuses connections or does not answer, failing at once on any other
+    /// error (bad credentials, no such database), as a pool with that acquire timeout would.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool =
-            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
-        Ok(Self { pool })
+        let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(PG_ACQUIRE_TIMEOUT).connect_lazy(url)?;
+        let started = std::time::Instant::now();
+        loop {
+            match pool.acquire().await {
+                Ok(_) => return Ok(Self { pool }),
+                // Refused connections are retried inside `acquire` until it times out.
+                Err(sqlx::Error::PoolTimedOut) if started.elapsed() < PG_STARTUP_TIMEOUT => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Runs one statement outside a transaction (e.g. `CREATE DATABASE`, for test set-up).
