@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::catalog::{RuleRefusal, SharedCatalog};
 use crate::pack::Pack;
 use crate::pipeline::Pipeline;
-use crate::store::{Store, StoreError, StoredRule};
+use crate::store::{RulePage, RuleWrite, Store, StoreError, StoredRule};
 
 /// Why a rule change was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,9 @@ pub enum RuleChangeError {
     NotFound(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The change and its announcement could not be stored (nothing of it was).
+    #[error("store: {0}")]
+    Recorded(Arc<StoreError>),
     #[error("timer scheduler: {0}")]
     Scheduler(#[from] attune_timers::SchedulerError),
     #[error("stored rule `{rule_ref}` no longer parses: {message}")]
@@ -103,9 +106,9 @@ impl RuleService {
         Ok(self.store.rule(rule_ref).await?)
     }
 
-    /// Every stored rule.
-    pub async fn list(&self) -> Result<Vec<StoredRule>, RuleChangeError> {
-        Ok(self.store.rules().await?)
+    /// One page of stored rules, in ref order.
+    pub async fn list(&self, page: &RulePage) -> Result<Vec<StoredRule>, RuleChangeError> {
+        Ok(self.store.rules_page(page).await?)
     }
 
     /// Saves a new rule; refused when one with its ref exists.
@@ -145,16 +148,18 @@ impl RuleService {
             enabled: rule.enabled(),
             spec: serde_json::to_value(rule.spec()).map_err(StoreError::Json)?,
         };
-        let before = self.pipeline.rule(rule.rule_ref());
-        self.store.upsert_rule(&stored).await?;
-        self.pipeline.upsert_rule(rule.clone());
-        let change = match before.map(|b| b.enabled()) {
+        let change = match self.pipeline.rule(rule.rule_ref()).map(|b| b.enabled()) {
             None => RULE_CREATED,
             Some(was) if was != rule.enabled() && rule.enabled() => RULE_ENABLED,
             Some(was) if was != rule.enabled() => RULE_DISABLED,
             Some(_) => RULE_UPDATED,
         };
-        self.announce(change, rule.rule_ref(), Some(&stored.spec)).await;
+        let announcement = announcement(change, rule.rule_ref(), Some(&stored.spec));
+        self.pipeline
+            .record_rules(vec![RuleWrite::Upsert(stored)], vec![announcement])
+            .await
+            .map_err(RuleChangeError::Recorded)?;
+        self.pipeline.upsert_rule(rule.clone());
         match timer {
             Some(timer) if rule.enabled() => self.timers.upsert(rule.rule_ref(), timer).await?,
             Some(_) => {
@@ -169,12 +174,15 @@ impl RuleService {
     /// Deletes a rule; it stops applying at once. Returns whether it existed.
     pub async fn delete(&self, rule_ref: &str) -> Result<bool, RuleChangeError> {
         let _one = self.writes.lock().await;
-        let existed = self.store.delete_rule(rule_ref).await?;
+        // Rule writes go through this service, one at a time: what it reads is what it deletes.
+        let existed = self.store.rule(rule_ref).await?.is_some();
+        let announcements = if existed { vec![announcement(RULE_DELETED, rule_ref, None)] } else { Vec::new() };
+        self.pipeline
+            .record_rules(vec![RuleWrite::Delete(rule_ref.into())], announcements)
+            .await
+            .map_err(RuleChangeError::Recorded)?;
         self.pipeline.remove_rule(rule_ref);
         self.timers.purge(rule_ref).await?;
-        if existed {
-            self.announce(RULE_DELETED, rule_ref, None).await;
-        }
         self.changed.notify_one();
         Ok(existed)
     }
@@ -278,20 +286,17 @@ impl RuleService {
         }
         Ok(())
     }
+}
 
-    /// Publishes a rule change (`rule.*`) through the outbox, so other hosts and executors hear
-    /// of it even if the broker is down right now. The change itself is already stored.
-    async fn announce(&self, routing_key: &str, rule_ref: &str, spec: Option<&Value>) {
-        let at = crate::store::now_micros();
-        let message = attune_bus::Message::new(
-            routing_key,
-            crate::pipeline::derived_id(at, &format!("{routing_key}\0{rule_ref}\0{at}")),
-            serde_json::json!({"rule": rule_ref, "change": routing_key, "spec": spec, "at": at}),
-        );
-        if let Err(e) = self.pipeline.publish(vec![message]).await {
-            tracing::error!(rule = rule_ref, "rule change stored but not queued for the bus: {e}");
-        }
-    }
+/// The message announcing a rule change (`rule.*`) on the bus. It is stored with the change
+/// itself, in the outbox, so other hosts and executors hear of it even if the broker is down.
+fn announcement(routing_key: &str, rule_ref: &str, spec: Option<&Value>) -> attune_bus::Message {
+    let at = crate::store::now_micros();
+    attune_bus::Message::new(
+        routing_key,
+        crate::pipeline::derived_id(at, &format!("{routing_key}\0{rule_ref}\0{at}")),
+        serde_json::json!({"rule": rule_ref, "change": routing_key, "spec": spec, "at": at}),
+    )
 }
 
 fn parse_stored(stored: StoredRule) -> Result<RuleSpec, RuleChangeError> {

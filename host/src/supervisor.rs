@@ -310,9 +310,18 @@ async fn run_sensor(
         }
         let started = Instant::now();
         let outcome = match sensor.as_mut() {
-            Some(sensor) => match app.poll_sensor(sensor).await {
-                Ok(ingested) => Ok((ingested.event_ids.len(), sensor.last_fuel_used())),
-                Err(e) => Err((e.to_string(), failure_reason(&e), is_trap(&e), false)),
+            Some(running) => match app.poll_sensor(running).await {
+                Ok(ingested) => Ok((ingested.event_ids.len(), running.last_fuel_used())),
+                Err(e) => {
+                    // The store did not take the poll, so it may not have given back the state
+                    // either (`poll_sensor` reloads it from the store): the instance's state may
+                    // have run ahead of what is stored, and its next poll would skip what this
+                    // one emitted. The next poll runs on a fresh instance, seeded from the store.
+                    if matches!(e, PollError::Ingest(IngestError::Store(_))) {
+                        sensor = None;
+                    }
+                    Err((e.to_string(), failure_reason(&e), is_trap(&e), false))
+                }
             },
             None => match start(&app, &engine, &spec, &instances).await {
                 Ok(started) => {

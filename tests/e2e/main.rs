@@ -10,6 +10,7 @@ mod bounds;
 mod cli;
 mod contract;
 mod contract_api;
+mod faults;
 mod host;
 mod hosts;
 mod instances;

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use attune_host::store::{
-    Commit, EnforcementRecord, EnforcementStatus, EventRecord, ListFilter, Message, Store, StoredRule, TimerStateRecord,
+    Commit, EnforcementRecord, EnforcementStatus, EventRecord, ListFilter, Message, RuleWrite, Store, StoredRule,
+    TimerStateRecord,
 };
 use serde_json::json;
 
@@ -52,8 +53,7 @@ async fn contract(store: Arc<dyn Store>) {
         events: vec![event("e1", "p.t", 100), event("e2", "p.t", 200), event("e3", "p.u", 300)],
         enforcements: vec![enforcement("f1", "p.r", "e1", 100), enforcement("f2", "p.r", "e2", 200)],
         outbox: vec![message("f1"), message("f2")],
-        published: vec![],
-        replay: None,
+        ..Commit::default()
     };
     store.write(std::slice::from_ref(&commit)).await.unwrap();
 
@@ -109,10 +109,18 @@ async fn contract(store: Arc<dyn Store>) {
         events: vec![event("e4", "p.t", 400)],
         enforcements: vec![enforcement("f9", "p.r", "missing-event", 400)],
         outbox: vec![message("f9")],
-        published: vec![],
-        replay: None,
+        // A rule change in a failed commit is not stored either.
+        rules: vec![RuleWrite::Upsert(StoredRule {
+            rule_ref: "p.lost".into(),
+            pack_ref: Some("p".into()),
+            trigger_ref: "p.t".into(),
+            enabled: true,
+            spec: json!({"ref": "p.lost"}),
+        })],
+        ..Commit::default()
     };
     assert!(store.write(&[broken]).await.is_err());
+    assert_eq!(store.rule("p.lost").await.unwrap(), None);
     assert!(store.event("e4").await.unwrap().is_none());
     assert_eq!(store.sensor_state("p.s").await.unwrap()["cursor"], "3");
     assert_eq!(store.outbox_backlog().await.unwrap(), 1);

@@ -105,7 +105,7 @@ pub use error::{RuleError, RuleErrorKind, SpecFormat, SpecParseError};
 pub use explain::{ConditionExplanation, Explanation, LeafExplanation, LeafOutcome, explain_text};
 pub use index::RuleIndex;
 pub use operator::{Operator, REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT};
-pub use path::PathError;
+pub use path::{PathError, canonical_path};
 pub use rule::{ActionContext, CompiledRule, DryRun, DryRunError, MAX_REF_BYTES, compile};
 pub use spec::{ActionSpec, RuleSpec};
 

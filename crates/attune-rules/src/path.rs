@@ -124,6 +124,13 @@ impl fmt::Display for Path {
     }
 }
 
+/// Parses `text` as a field path (as conditions and templates do, no surrounding whitespace) and
+/// writes it back in canonical form: `payload.tags[01]` is `payload.tags[1]`. For tools and the
+/// fuzz targets (`fuzz/`); the engine itself keeps paths parsed.
+pub fn canonical_path(text: &str) -> Result<String, PathError> {
+    Path::parse(text).map(|path| path.to_string())
+}
+
 /// Follows a whole dot path with optional `[n]` indexes from `root`, e.g. `pack.config.hosts[0]`
 /// in `{"pack": {"config": {"hosts": [..]}}}`. `None` when the path names nothing or does not parse.
 pub fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
@@ -156,6 +163,13 @@ mod tests {
             assert!(Path::parse(bad).is_err(), "{bad:?} should not parse");
         }
         assert!(Path::parse("a[99999999999999999999999]").unwrap_err().reason.contains("too large"));
+    }
+
+    #[test]
+    fn canonical_form() {
+        assert_eq!(canonical_path("payload.tags[01].name").unwrap(), "payload.tags[1].name");
+        assert_eq!(canonical_path("event.content-type").unwrap(), "event.content-type");
+        assert!(canonical_path(" payload.x").is_err());
     }
 
     #[test]

@@ -264,7 +264,14 @@ impl Proxy {
                             }
                         }
                     });
-                    shared.connections.lock().unwrap().extend([to_client, to_server]);
+                    let mut connections = shared.connections.lock().unwrap();
+                    if shared.down.load(Ordering::SeqCst) {
+                        // Cut while this connection was being opened: it does not outlive the cut.
+                        to_client.abort();
+                        to_server.abort();
+                        continue;
+                    }
+                    connections.extend([to_client, to_server]);
                 }
             }
         });
@@ -275,6 +282,13 @@ impl Proxy {
     /// dropped (possibly inside a frame) and the proxy goes down (see [`set_down`](Self::set_down)).
     pub fn cut_after(&self, bytes: i64) {
         self.shared.budget.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Cuts now: every proxied connection is dropped and the proxy goes down (new connections
+    /// are closed right after accept) until [`set_down(false)`](Self::set_down).
+    pub fn cut_now(&self) {
+        self.shared.down.store(true, Ordering::SeqCst);
+        self.shared.cut();
     }
 
     /// Cuts so far.

@@ -342,7 +342,13 @@ pub const STORE_RETRY_AFTER_SECS: u64 = 1;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if store_unreachable(&e) {
+        Self::from(&e)
+    }
+}
+
+impl From<&StoreError> for ApiError {
+    fn from(e: &StoreError) -> Self {
+        if store_unreachable(e) {
             tracing::warn!("store unreachable in the API: {e}");
             ApiError::new(ErrorCode::StoreUnavailable, format!("the store cannot be reached: {e}"))
         } else {
@@ -414,6 +420,7 @@ impl From<RuleChangeError> for ApiError {
             }
             RuleChangeError::NotFound(rule_ref) => ApiError::not_found(format!("no rule `{rule_ref}`")),
             RuleChangeError::Store(e) => e.into(),
+            RuleChangeError::Recorded(e) => ApiError::from(e.as_ref()),
             other => {
                 tracing::error!("API request failed: {other}");
                 ApiError::internal(other.to_string())
@@ -444,15 +451,7 @@ impl ApiError {
                     }
                 }
             }
-            IngestError::Store(e) => {
-                if store_unreachable(&e) {
-                    tracing::warn!("events not stored, the store is unreachable: {e}");
-                    ApiError::new(ErrorCode::StoreUnavailable, format!("the store cannot be reached: {e}"))
-                } else {
-                    tracing::error!("events not stored: {e}");
-                    ApiError::new(ErrorCode::StoreError, e.to_string())
-                }
-            }
+            IngestError::Store(e) => ApiError::from(e.as_ref()),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use attune_rules::{ActionContext, CompiledRule, DryRun, EventDocument, RuleSpec};
 
 use crate::rules::RuleChangeError;
+use crate::store::RulePage;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -222,16 +223,8 @@ fn no_rule(rule_ref: &str) -> ApiError {
 pub async fn list(State(state): State<ApiState>, ApiQuery(q): ApiQuery<RuleQuery>) -> Result<Json<RuleList>, ApiError> {
     let limit = checked_limit(q.limit)?;
     let after = checked_after(q.after)?;
-    let mut rules = state.app.rules.list().await?;
-    rules.sort_by(|a, b| a.rule_ref.cmp(&b.rule_ref));
-    let page: Vec<_> = rules
-        .into_iter()
-        .filter(|r| after.as_ref().is_none_or(|after| &r.rule_ref > after))
-        .filter(|r| q.trigger.as_ref().is_none_or(|t| &r.trigger_ref == t))
-        .filter(|r| q.pack.as_ref().is_none_or(|p| r.pack_ref.as_ref() == Some(p)))
-        .filter(|r| q.enabled.is_none_or(|e| r.enabled == e))
-        .take(limit as usize)
-        .collect();
+    let page = RulePage { trigger_ref: q.trigger, pack_ref: q.pack, enabled: q.enabled, after, limit };
+    let page = state.app.rules.list(&page).await?;
     let next = (page.len() == limit as usize).then(|| page.last().map(|r| r.rule_ref.clone())).flatten();
     Ok(Json(RuleList { rules: page.into_iter().map(|r| r.spec).collect(), next }))
 }

@@ -20,8 +20,8 @@ use crate::catalog::{PackCatalog, SharedCatalog};
 use crate::metrics::Metrics;
 use crate::sandbox::{StateDelta, TriggerInstance};
 use crate::store::{
-    Commit, EnforcementRecord, EnforcementStatus, EventRecord, GroupCommitter, Message, ReplayRecord, StoreError,
-    Written,
+    Commit, EnforcementRecord, EnforcementStatus, EventRecord, GroupCommitter, Message, ReplayRecord, RuleWrite,
+    StoreError, Written,
 };
 use attune_bus::routing::{ENFORCEMENT_CREATED, EVENT_CREATED};
 
@@ -77,10 +77,14 @@ impl Pipeline {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).get(rule_ref).cloned()
     }
 
-    /// Queues messages in the outbox (same writer and relay as events), e.g. `rule.*` changes.
-    pub async fn publish(&self, messages: Vec<Message>) -> Result<(), Arc<StoreError>> {
-        self.committer.commit(Commit { outbox: messages, ..Commit::default() }).await?;
-        self.outbox_written.notify_one();
+    /// Stores rule changes with the messages announcing them (`rule.*`), in one transaction
+    /// through the same writer and relay as events.
+    pub async fn record_rules(&self, rules: Vec<RuleWrite>, messages: Vec<Message>) -> Result<(), Arc<StoreError>> {
+        let has_messages = !messages.is_empty();
+        self.committer.commit(Commit { rules, outbox: messages, ..Commit::default() }).await?;
+        if has_messages {
+            self.outbox_written.notify_one();
+        }
         Ok(())
     }
 

@@ -11,13 +11,14 @@ use sqlx::postgres::Postgres;
 use sqlx::sqlite::Sqlite;
 use sqlx::{Database, QueryBuilder};
 
+use super::rules::{DELETE_RULE, RuleWrite, UPSERT_RULE};
 use super::sensor_state::{DELETE_STATE, UPSERT_STATE};
 use super::sql::{Bind, PgStore, ROWS_PER_INSERT, SqliteStore};
 use super::{Message, OutboxRow, ReplayRecord, StoreError, Written};
 use crate::sandbox::StateDelta;
 
 /// Most rows one list query returns, whatever its `limit`.
-const MAX_PAGE: u32 = 1_000;
+pub(super) const MAX_PAGE: u32 = 1_000;
 
 /// A stored event: one payload, accepted for one trigger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,6 +109,9 @@ pub struct Commit {
     /// The answer these writes make to a request with a key, claimed first: when its key is
     /// taken already, nothing of this commit is written (see `replays.rs`).
     pub replay: Option<ReplayRecord>,
+    /// Rule changes, written with the `rule.*` messages that announce them in `outbox`: a
+    /// change is never stored without its announcement, nor announced without being stored.
+    pub rules: Vec<RuleWrite>,
 }
 
 /// A page of a list query, newest first. `before` is an id cursor from the previous page.
@@ -369,6 +373,19 @@ macro_rules! impl_event_store {
                 let now = super::now_micros();
                 for chunk in outbox.chunks(ROWS_PER_INSERT) {
                     insert_outbox::<$db>(chunk, now).build().execute(&mut *tx).await?;
+                }
+                for write in commits.iter().flat_map(|c| &c.rules) {
+                    let query = match write {
+                        RuleWrite::Upsert(rule) => sqlx::query(UPSERT_RULE)
+                            .bind(&rule.rule_ref)
+                            .bind(&rule.pack_ref)
+                            .bind(&rule.trigger_ref)
+                            .bind(rule.enabled)
+                            .bind(rule.spec.to_string())
+                            .bind(now),
+                        RuleWrite::Delete(rule_ref) => sqlx::query(DELETE_RULE).bind(rule_ref),
+                    };
+                    query.execute(&mut *tx).await?;
                 }
                 for commit in commits {
                     let Some(sensor_ref) = &commit.sensor_ref else { continue };

@@ -37,7 +37,7 @@ pub use events::{
 pub use group::GroupCommitter;
 pub use replays::{PRUNE_BATCH, RETENTION_MICROS, ReplayRecord, ReplayStore, Written};
 pub use retention::{Pruned, RetentionStore};
-pub use rules::{RuleStore, StoredRule};
+pub use rules::{RulePage, RuleStore, RuleWrite, StoredRule};
 pub use sensor_state::SensorStateStore;
 pub use sql::{PgStore, SqliteStore};
 pub use timer_state::{TimerStateRecord, TimerStateStore};
