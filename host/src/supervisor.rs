@@ -317,10 +317,13 @@ async fn run_sensor(
                     // either (`poll_sensor` reloads it from the store): the instance's state may
                     // have run ahead of what is stored, and its next poll would skip what this
                     // one emitted. The next poll runs on a fresh instance, seeded from the store.
-                    if matches!(e, PollError::Ingest(IngestError::Store(_))) {
+                    let fault = if matches!(e, PollError::Ingest(IngestError::Store(_))) {
                         sensor = None;
-                    }
-                    Err((e.to_string(), failure_reason(&e), is_trap(&e), false))
+                        Fault::Host
+                    } else {
+                        Fault::Sensor
+                    };
+                    Err(Failed { message: e.to_string(), reason: failure_reason(&e), trapped: is_trap(&e), fault })
                 }
             },
             None => match start(&app, &engine, &spec, &instances).await {
@@ -330,9 +333,10 @@ async fn run_sensor(
                     planned = None;
                     continue;
                 }
-                // Code that does not load (a syntax error, no `poll`, a missing import) will not
-                // load on a retry either: quarantined at once, as `pack validate` refuses it.
-                Err(StartFailure { message, code_error }) => Err((message, "start_failed", false, code_error)),
+                Err((message, fault)) => {
+                    let reason = if fault == Fault::Host { "store_error" } else { "start_failed" };
+                    Err(Failed { message, reason, trapped: false, fault })
+                }
             },
         };
         let delay = {
@@ -348,15 +352,19 @@ async fn run_sensor(
                     backoff = options.backoff_initial;
                     jittered(spec.poll_interval)
                 }
-                Err((message, reason, trapped, code_error)) => {
+                Err(Failed { message, reason, trapped, fault }) => {
                     status.failures += 1;
-                    status.consecutive_failures += 1;
+                    // The host's own faults (its store out of reach) back off but never quarantine:
+                    // the sensor resumes by itself when the store is back.
+                    if fault != Fault::Host {
+                        status.consecutive_failures += 1;
+                    }
                     let consecutive = status.consecutive_failures;
                     let failure = PollFailure { reason, trapped, consecutive, message: &message };
                     metrics.poll_failed(&sensor_ref, &failure, started.elapsed());
                     status.last_error = Some(message);
                     status.last_failure_reason = Some(reason.to_string());
-                    if code_error || consecutive >= options.quarantine_after {
+                    if fault == Fault::Code || consecutive >= options.quarantine_after {
                         status.state = SensorState::Quarantined;
                         metrics.quarantined(&sensor_ref, consecutive);
                         return;
@@ -390,26 +398,38 @@ fn failure_reason(error: &PollError) -> &'static str {
     }
 }
 
-/// Why a sensor did not start; `code_error` when its code itself cannot be loaded.
-struct StartFailure {
-    message: String,
-    code_error: bool,
+/// Whose fault a failed poll or start is, which decides what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The sensor's: backs off, and quarantined after `quarantine_after` in a row.
+    Sensor,
+    /// Its code does not load (a syntax error, no `poll`, a missing import): it will not on a
+    /// retry either, so it is quarantined at once, as `pack validate` refuses it.
+    Code,
+    /// The host's (its store out of reach): backs off, never quarantined for it.
+    Host,
 }
 
+/// A failed poll or start.
+struct Failed {
+    message: String,
+    reason: &'static str,
+    trapped: bool,
+    fault: Fault,
+}
+
+/// A fresh instance seeded from the stored state; on failure, the message and whose fault.
 async fn start(
     app: &App,
     engine: &Arc<SensorEngine>,
     spec: &Arc<SensorSpec>,
     instances: &InstanceFeed,
-) -> Result<SensorInstance, StartFailure> {
-    let state = app
-        .store
-        .sensor_state(&spec.sensor_ref)
-        .await
-        .map_err(|e| StartFailure { message: e.to_string(), code_error: false })?;
+) -> Result<SensorInstance, (String, Fault)> {
+    let state = app.store.sensor_state(&spec.sensor_ref).await.map_err(|e| (e.to_string(), Fault::Host))?;
     SensorInstance::start(engine, spec.clone(), state, instances.clone()).await.map_err(|e| match e {
-        StartError::Load(e) => StartFailure { code_error: e.is_code_error(), message: e.to_string() },
-        StartError::Failed(failure) => StartFailure { message: failure.to_string(), code_error: false },
+        StartError::Load(e) if e.is_code_error() => (e.to_string(), Fault::Code),
+        StartError::Load(e) => (e.to_string(), Fault::Sensor),
+        StartError::Failed(failure) => (failure.to_string(), Fault::Sensor),
     })
 }
 

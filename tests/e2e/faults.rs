@@ -459,7 +459,7 @@ async fn check_stored(rig: &Rig, store: &dyn Store, acknowledged: &[String]) -> 
 }
 
 /// `url` with its host and port replaced by `proxy`'s; and the address it named.
-async fn through_proxy(url: &str) -> (SocketAddr, impl FnOnce(SocketAddr) -> String) {
+pub(crate) async fn through_proxy(url: &str) -> (SocketAddr, impl FnOnce(SocketAddr) -> String) {
     let (scheme, rest) = url.split_once("://").expect("a URL");
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (userinfo, hostport) = match authority.rsplit_once('@') {

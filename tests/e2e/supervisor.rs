@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use attune_host::app::{App, AppConfig};
 use attune_host::pack::Pack;
-use attune_host::supervisor::{SensorState, Supervisor, SupervisorOptions};
+use attune_host::supervisor::{SensorState, SensorStatus, Supervisor, SupervisorOptions};
 use attune_rules::RuleSpec;
 use serde_json::json;
 
@@ -15,12 +15,16 @@ use crate::support::{engine, fixture, spec};
 /// An app on SQLite in `dir` with pack `sup` (trigger `sup.tick`): the sensors' trigger, since
 /// core triggers are fed by the host alone.
 async fn start_app(dir: &std::path::Path) -> Arc<App> {
+    let url = format!("sqlite://{}", dir.join("a.db").display());
+    start_app_on(dir, url).await
+}
+
+async fn start_app_on(dir: &std::path::Path, url: String) -> Arc<App> {
     let pack = dir.join("sup");
     std::fs::create_dir_all(pack.join("triggers")).unwrap();
     std::fs::write(pack.join("pack.yaml"), "ref: sup\nversion: 1.0.0\n").unwrap();
     std::fs::write(pack.join("triggers/tick.yaml"), "ref: tick\n").unwrap();
     let pack = Pack::load(&pack).unwrap();
-    let url = format!("sqlite://{}", dir.join("a.db").display());
     Arc::new(App::start(&AppConfig::new(url), &[pack]).await.unwrap())
 }
 
@@ -143,4 +147,56 @@ async fn code_that_does_not_load_is_quarantined_at_once() {
     let metrics = app.metrics.render();
     assert!(metrics.contains(r#"attune_sensor_quarantined{sensor="sup.broken"} 1"#), "{metrics}");
     supervisor.stop_all(Duration::from_secs(3)).await;
+}
+
+/// A store out of reach is the host's fault, not the sensor's: the sensor backs off through any
+/// number of failed polls, is never quarantined for them, and resumes by itself.
+#[tokio::test]
+async fn an_unreachable_store_never_quarantines_a_sensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = crate::support::postgres_database().await;
+    let (upstream, via) = crate::faults::through_proxy(&database).await;
+    let proxy = attune_testkit::Proxy::start(upstream).await;
+    let app = start_app_on(dir.path(), via(proxy.addr)).await;
+    let rule = json!({"ref": "sup.on_tick", "trigger": "sup.tick", "action": {"ref": "core.echo"}});
+    app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
+    let mut counter = spec(&fixture("js/counter.js"), json!({}));
+    counter.sensor_ref = "sup.counter".into();
+    counter.triggers = vec!["sup.tick".into()];
+    counter.poll_interval = Duration::from_millis(20);
+    let options = SupervisorOptions {
+        quarantine_after: 2,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(50),
+    };
+    let supervisor = Supervisor::new(app.clone(), engine(), vec![counter], options);
+    supervisor.reconcile();
+    wait_status(&supervisor, "the sensor never polled", |s| s.events >= 2).await;
+
+    proxy.cut_now();
+    let failed_before = wait_status(&supervisor, "", |_| true).await.failures;
+    let down = wait_status(&supervisor, "no failed polls while the store is out of reach", |s| {
+        s.failures >= failed_before + 6
+    })
+    .await;
+    assert_ne!(down.state, SensorState::Quarantined, "{down:?}");
+    assert_eq!(down.last_failure_reason.as_deref(), Some("store_error"), "{down:?}");
+
+    proxy.set_down(false);
+    let resumed = wait_status(&supervisor, "the sensor did not resume", |s| s.events > down.events).await;
+    assert_eq!(resumed.state, SensorState::Running);
+    supervisor.stop_all(Duration::from_secs(3)).await;
+}
+
+/// The status of the supervisor's only sensor once `done` holds (within 15 s, else `what`).
+async fn wait_status(supervisor: &Supervisor, what: &str, done: impl Fn(&SensorStatus) -> bool) -> SensorStatus {
+    let started = Instant::now();
+    loop {
+        let status = supervisor.statuses().into_iter().next().unwrap();
+        if done(&status) {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{what}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
