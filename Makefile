@@ -3,6 +3,7 @@
 #   make demo   set up, then run every example sensor once with `attune-host sensor run`
 #   make test   set up, then run every test (Rust end-to-end, Python SDK, JS SDK)
 #   make bench  set up, then run the sandbox and service benchmarks (release build)
+#   make fuzz   run every fuzz target for FUZZ_SECONDS (default 15) each (scripts/fuzz-smoke.sh)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -20,7 +21,7 @@ JS_SOURCES := $(shell find sdk-js -maxdepth 2 \( -name '*.js' -o -name '*.json' 
 RUNTIMES := build/runtimes/python.wasm build/runtimes/javascript.wasm
 COMPONENTS := build/components/py_compiled_dep.wasm build/components/js_bundled_dep.wasm build/components/other_world.wasm
 
-.PHONY: setup components run demo test test-rust test-sdk bench
+.PHONY: setup components run demo test test-rust test-sdk bench fuzz
 setup: components
 
 components: $(RUNTIMES) $(COMPONENTS)
@@ -73,3 +74,7 @@ test-rust: components
 bench: components
 	cargo bench -p attune-host --bench sandbox
 	cargo bench -p attune-host --bench service
+
+FUZZ_SECONDS ?= 15
+fuzz:
+	scripts/fuzz-smoke.sh $(FUZZ_SECONDS)

@@ -62,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
                 let payload = &DOC["payload"];
                 let event = EventDocument::new("e1", "fuzz.trigger", "test", *NOW);
                 let input = rule.input(payload, &event, *NOW);
-                assert_eq!(rule.matches(&input), lookup(&DOC, text).is_some(), "`exists` and lookup disagree on `{text}`");
+                assert_eq!(
+                    rule.matches(&input),
+                    lookup(&DOC, text).is_some(),
+                    "`exists` and lookup disagree on `{text}`"
+                );
             }
         }
         Err(e) => assert!(!rule_root, "`{text}` parses with a rule root but does not compile: {e}"),

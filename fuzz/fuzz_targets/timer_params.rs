@@ -6,18 +6,24 @@
 
 use std::sync::LazyLock;
 
-use attune_timers::{TIMER_TRIGGERS, TimerSpec, preview_lines};
 use attune_rules::chrono::{DateTime, Utc};
+use attune_timers::{TIMER_TRIGGERS, TimerSpec, preview_lines};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 /// 2026-03-06T12:00Z, the Paris spring-forward and New York fall-back nights of 2026, the epoch,
 /// and the last second RFC 3339 can write.
 static STARTS: LazyLock<Vec<DateTime<Utc>>> = LazyLock::new(|| {
-    ["2026-03-06T12:00:00Z", "2026-03-29T00:59:59Z", "2026-11-01T05:30:00Z", "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]
-        .iter()
-        .filter_map(|t| t.parse().ok())
-        .collect()
+    [
+        "2026-03-06T12:00:00Z",
+        "2026-03-29T00:59:59Z",
+        "2026-11-01T05:30:00Z",
+        "1970-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+    ]
+    .iter()
+    .filter_map(|t| t.parse().ok())
+    .collect()
 });
 
 fuzz_target!(|data: &[u8]| {

@@ -210,8 +210,7 @@ async fn main() {
     let pg_url = format!("{}/{name}", admin.rsplit_once('/').map_or(admin.as_str(), |(server, _)| server));
     let amqp = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let exchange = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    let config =
-        AppConfig { database_url: pg_url, amqp_url: Some(amqp.clone()), exchange: exchange.clone(), retention: None };
+    let config = AppConfig { amqp_url: Some(amqp.clone()), exchange: exchange.clone(), ..AppConfig::new(pg_url) };
     run("PostgreSQL + RabbitMQ", config, Some((&amqp, &exchange)), dir.path()).await;
     let _ = pg.execute_admin(&format!("DROP DATABASE {name} WITH (FORCE)")).await;
 }

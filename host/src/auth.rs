@@ -348,15 +348,26 @@ pub async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Optio
         return Ok(None);
     }
     let (token, record) = new_record("bootstrap admin", Scope::Admin, Vec::new(), None)?;
+    // One id for every host's attempt: of hosts starting together on an empty database, the
+    // first insert wins and the others find the id taken.
+    let record = ApiTokenRecord { id: BOOTSTRAP_TOKEN_ID.into(), ..record };
     let path = data_dir.join(ADMIN_TOKEN_FILE);
     write_secret_file(&path, &format!("{token}\n"))
         .map_err(|source| TokenError::File { path: path.clone(), source })?;
-    if let Err(e) = store.insert_api_token(&record).await {
-        let _ = std::fs::remove_file(&path);
-        return Err(e.into());
+    match store.insert_api_token(&record).await {
+        Ok(()) => Ok(Some(path)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            match e {
+                StoreError::Database(db) if db.as_database_error().is_some_and(|d| d.is_unique_violation()) => Ok(None),
+                e => Err(e.into()),
+            }
+        }
     }
-    Ok(Some(path))
 }
+
+/// The id of the first admin token, made by [`bootstrap_admin`].
+pub const BOOTSTRAP_TOKEN_ID: &str = "bootstrap-admin";
 
 /// Writes `text` to a new file readable only by its owner.
 fn write_secret_file(path: &Path, text: &str) -> std::io::Result<()> {

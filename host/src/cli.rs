@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::capabilities::{AllowedHosts, GrantedPaths};
 use crate::catalog::PackCatalog;
-use crate::config::ServeArgs;
+use crate::config::{CeilingArgs, ServeArgs};
+use crate::limits::HostCeilings;
 use crate::pack::{Pack, load_sensor_manifest_in_pack};
 use crate::pipeline::Rejected;
 use crate::sandbox::{
@@ -70,8 +71,16 @@ pub enum PackCommand {
     /// `config_schema`, rule triggers (core ones and those of the packs around) and their
     /// `trigger_params` against `param_schema`, syntax errors, a missing `poll`, imports the
     /// runtime lacks. Every error is printed, naming the file and the field; exit 2 when any.
+    /// Sensor limits and poll intervals are held to the ceilings `serve` would apply, from the
+    /// same flags, `ATTUNE_*` variables and config file.
     Validate {
         dir: PathBuf,
+        /// The `serve` config file whose ceilings (`max_*`, `min_poll_interval`) apply; its
+        /// other settings are not used here.
+        #[arg(long, env = "ATTUNE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        ceilings: CeilingArgs,
         /// Compiled-artifact cache directory.
         #[arg(long, env = "ATTUNE_CACHE_DIR")]
         cache_dir: Option<PathBuf>,
@@ -225,8 +234,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Serve(args) => serve(args.print_config, *args).await,
         Command::Token(command) => token(command).await,
-        Command::Pack(PackCommand::Validate { dir, cache_dir, runtimes_dir }) => {
-            return pack_validate(&dir, engine_settings(cache_dir, runtimes_dir)).await;
+        Command::Pack(PackCommand::Validate { dir, config, ceilings, cache_dir, runtimes_dir }) => {
+            match crate::config::resolve_ceilings(config.as_deref(), &ceilings) {
+                Ok(ceilings) => return pack_validate(&dir, &ceilings, engine_settings(cache_dir, runtimes_dir)).await,
+                Err(e) => Err(CliError::bad_input(e)),
+            }
         }
     };
     match result {
@@ -460,12 +472,12 @@ fn timer_preview(trigger_params: &str, after: Option<&str>, count: usize) -> Res
 /// A pack directory, or a directory of packs: each is loaded and checked as `serve` would,
 /// and each sensor's code is loaded in the sandbox (without `init` or `poll`). Every error is
 /// printed as an `error:` line, then their count; packs without any get an `ok` line on stdout.
-async fn pack_validate(dir: &Path, settings: EngineSettings) -> ExitCode {
+async fn pack_validate(dir: &Path, ceilings: &HostCeilings, settings: EngineSettings) -> ExitCode {
     let bad_input = |message: &dyn std::fmt::Display| {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_BAD_INPUT)
     };
-    let validation = match crate::pack::validate(dir) {
+    let validation = match crate::pack::validate_with(dir, ceilings) {
         Ok(validation) => validation,
         Err(e) => return bad_input(&e),
     };

@@ -11,6 +11,7 @@ pub mod config;
 pub mod duration;
 pub mod history;
 pub mod limits;
+pub mod membership;
 pub mod metrics;
 pub mod pack;
 pub mod pipeline;

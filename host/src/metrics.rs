@@ -1,6 +1,7 @@
 //! Prometheus metrics of one host, served by `GET /metrics`: per sensor (polls, failures by
 //! reason, traps, fuel, payloads, poll duration and lateness), the pipeline (events,
-//! enforcements, outbox backlog), the bus (publish duration) and timers (fire lateness).
+//! enforcements, outbox backlog), the bus (publish duration), timers (fire lateness) and
+//! membership (work owned, ownership changes, fence rejections, lease renewal latency).
 //!
 //! Labels are bounded: sensor refs come from loaded packs, reasons and sources are fixed words.
 //!
@@ -37,6 +38,11 @@ struct SourceLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: &'static str,
 }
@@ -69,6 +75,10 @@ pub struct Metrics {
     publish_failures: Counter,
     publish_duration: Histogram,
     timer_lateness: Histogram,
+    owned: Family<KindLabel, Gauge>,
+    ownership_changes: Family<KindLabel, Counter>,
+    fence_rejections: Family<SourceLabel, Counter>,
+    lease_renewal: Histogram,
 }
 
 impl Default for Metrics {
@@ -98,6 +108,10 @@ impl Metrics {
             publish_failures: Counter::default(),
             publish_duration: latency_histogram(),
             timer_lateness: latency_histogram(),
+            owned: Family::default(),
+            ownership_changes: Family::default(),
+            fence_rejections: Family::default(),
+            lease_renewal: latency_histogram(),
         };
         let r = &mut metrics.registry;
         r.register("sensor_polls", "Sensor polls, failed ones included", metrics.polls.clone());
@@ -135,6 +149,23 @@ impl Metrics {
             "How much later than its planned instant a timer fire was stored",
             Unit::Seconds,
             metrics.timer_lateness.clone(),
+        );
+        r.register("owned", "Sensors and timers this host owns, by kind", metrics.owned.clone());
+        r.register(
+            "ownership_changes",
+            "Sensors and timers this host took or gave up, by kind",
+            metrics.ownership_changes.clone(),
+        );
+        r.register(
+            "fence_rejections",
+            "Writes refused because this host's ownership of their work had ended, by source",
+            metrics.fence_rejections.clone(),
+        );
+        r.register_with_unit(
+            "lease_renewal",
+            "Time to renew this host's lease in the store",
+            Unit::Seconds,
+            metrics.lease_renewal.clone(),
         );
         metrics
     }
@@ -210,6 +241,37 @@ impl Metrics {
 
     pub fn timer_fired(&self, lateness: Duration) {
         self.timer_lateness.observe(lateness.as_secs_f64());
+    }
+
+    /// A write for work this host no longer owns was refused by its fence.
+    pub fn fence_rejected(&self, source: &'static str) {
+        self.fence_rejections.get_or_create(&SourceLabel { source }).inc();
+        tracing::warn!(source, "a write was refused: this host no longer owns its work");
+    }
+
+    pub fn lease_renewed(&self, duration: Duration) {
+        self.lease_renewal.observe(duration.as_secs_f64());
+    }
+
+    /// This host took (`gained`) or gave up one piece of work; logged once per change.
+    pub fn ownership_changed(
+        &self,
+        kind: &'static str,
+        item: &str,
+        gained: bool,
+        generation: i64,
+        previous: Option<&str>,
+    ) {
+        self.ownership_changes.get_or_create(&KindLabel { kind }).inc();
+        if gained {
+            tracing::info!(kind, item, generation, previous_owner = previous.unwrap_or("none"), "took ownership");
+        } else {
+            tracing::info!(kind, item, generation, "gave up ownership");
+        }
+    }
+
+    pub fn set_owned(&self, kind: &'static str, count: usize) {
+        self.owned.get_or_create(&KindLabel { kind }).set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::capabilities::{AllowedHosts, GrantedPaths};
-use crate::limits::{Limits, MIN_POLL_INTERVAL_SECONDS};
+use crate::limits::{HostCeilings, Limits};
 use crate::sandbox::{Grants, SensorCode};
 use crate::sensor::SensorSpec;
 
@@ -324,14 +324,49 @@ impl PackReport {
 }
 
 impl Pack {
-    /// Loads the pack at `dir`; the error is the first one found. Its rules' triggers are
-    /// resolved by [`load_dir`] and [`validate`], which know the other packs.
-    pub fn load(dir: &Path) -> Result<Self, PackError> {
-        Self::check(dir).into_result()
+    /// A digest of the pack's files (relative paths and bytes, in path order), the same on
+    /// every host holding the same copy wherever it lies: hosts compare their copies by it.
+    pub fn content_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        fn walk(dir: &Path, base: &Path, files: &mut Vec<(String, Vec<u8>)>) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let relative = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
+                match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => walk(&path, base, files),
+                    // An unreadable file counts by its error, so two such copies still differ from
+                    // a readable one.
+                    Ok(_) => {
+                        files.push((relative, std::fs::read(&path).unwrap_or_else(|e| e.to_string().into_bytes())))
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&self.dir, &self.dir, &mut files);
+        files.sort();
+        let mut digest = Sha256::new();
+        for (path, bytes) in &files {
+            digest.update((path.len() as u64).to_le_bytes());
+            digest.update(path.as_bytes());
+            digest.update((bytes.len() as u64).to_le_bytes());
+            digest.update(bytes);
+        }
+        hex::encode(digest.finalize())
     }
 
-    /// Loads what can be loaded of the pack at `dir` and reports every error found.
-    pub fn check(dir: &Path) -> PackReport {
+    /// Loads the pack at `dir` under the default [`HostCeilings`]; the error is the first one
+    /// found. Its rules' triggers are resolved by [`load_dir`] and [`validate`], which know the
+    /// other packs.
+    pub fn load(dir: &Path) -> Result<Self, PackError> {
+        Self::check(dir, &HostCeilings::default()).into_result()
+    }
+
+    /// Loads what can be loaded of the pack at `dir` and reports every error found, its
+    /// sensors checked against `ceilings`.
+    pub fn check(dir: &Path, ceilings: &HostCeilings) -> PackReport {
         let mut report =
             PackReport { dir: dir.to_path_buf(), pack: None, declared_triggers: Vec::new(), errors: Vec::new() };
         let manifest_file = dir.join("pack.yaml");
@@ -396,7 +431,7 @@ impl Pack {
                     continue;
                 }
             };
-            match resolve_sensor(&pack_ref, dir, &file, sensor, &report.declared_triggers, &context) {
+            match resolve_sensor(&pack_ref, dir, &file, sensor, &report.declared_triggers, &context, ceilings) {
                 Ok(spec) => sensors.push(spec),
                 Err(e) => errors.extend(e),
             }
@@ -454,29 +489,40 @@ fn check_config(file: &Path, manifest: &PackManifest) -> Vec<PackError> {
     }
 }
 
-/// Every pack under `dir` (each subdirectory with a `pack.yaml`), in name order; pack rules
-/// must name a trigger of some loaded pack or a core one, with `trigger_params` its
-/// `param_schema` accepts. The error is the first one found.
+/// [`load_dir_with`] the default [`HostCeilings`].
 pub fn load_dir(dir: &Path) -> Result<Vec<Pack>, PackError> {
-    check_dir(dir)?.into_iter().map(PackReport::into_result).collect()
+    load_dir_with(dir, &HostCeilings::default())
 }
 
-/// [`load_dir`] reporting every error of every pack; `Err` only when `dir` cannot be read.
-pub fn check_dir(dir: &Path) -> Result<Vec<PackReport>, PackError> {
-    let mut reports: Vec<PackReport> = pack_dirs(dir)?.iter().map(|d| Pack::check(d)).collect();
+/// Every pack under `dir` (each subdirectory with a `pack.yaml`), in name order, its sensors
+/// within `ceilings`; pack rules must name a trigger of some loaded pack or a core one, with
+/// `trigger_params` its `param_schema` accepts. The error is the first one found.
+pub fn load_dir_with(dir: &Path, ceilings: &HostCeilings) -> Result<Vec<Pack>, PackError> {
+    check_dir(dir, ceilings)?.into_iter().map(PackReport::into_result).collect()
+}
+
+/// [`load_dir_with`] reporting every error of every pack; `Err` only when `dir` cannot be read.
+pub fn check_dir(dir: &Path, ceilings: &HostCeilings) -> Result<Vec<PackReport>, PackError> {
+    let mut reports: Vec<PackReport> = pack_dirs(dir)?.iter().map(|d| Pack::check(d, ceilings)).collect();
     resolve_rules(&mut reports, &[]);
     Ok(reports)
 }
 
-/// What `pack validate` checks short of loading sensor code. `dir` is a directory of packs
-/// (checked as [`load_dir`] does), or one pack, whose rules may also use the triggers of the
-/// packs beside it in its parent directory, as they would when `serve` loads that directory.
+/// [`validate_with`] the default [`HostCeilings`].
 pub fn validate(dir: &Path) -> Result<Validation, PackError> {
+    validate_with(dir, &HostCeilings::default())
+}
+
+/// What `pack validate` checks short of loading sensor code, sensors against `ceilings`.
+/// `dir` is a directory of packs (checked as [`load_dir_with`] does), or one pack, whose rules
+/// may also use the triggers of the packs beside it in its parent directory, as they would
+/// when `serve` loads that directory.
+pub fn validate_with(dir: &Path, ceilings: &HostCeilings) -> Result<Validation, PackError> {
     if !dir.join("pack.yaml").is_file() {
-        return Ok(Validation { reports: check_dir(dir)?, neighbours: Vec::new() });
+        return Ok(Validation { reports: check_dir(dir, ceilings)?, neighbours: Vec::new() });
     }
-    let neighbours = neighbour_packs(dir);
-    let mut reports = vec![Pack::check(dir)];
+    let neighbours = neighbour_packs(dir, ceilings);
+    let mut reports = vec![Pack::check(dir, ceilings)];
     resolve_rules(&mut reports, &neighbours);
     Ok(Validation { reports, neighbours })
 }
@@ -499,13 +545,13 @@ fn pack_dirs(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
 }
 
 /// The other packs in `dir`'s parent directory, as far as they load.
-fn neighbour_packs(dir: &Path) -> Vec<Pack> {
+fn neighbour_packs(dir: &Path, ceilings: &HostCeilings) -> Vec<Pack> {
     let Ok(canonical) = dir.canonicalize() else { return Vec::new() };
     let Some(parent) = canonical.parent() else { return Vec::new() };
     let Ok(dirs) = pack_dirs(parent) else { return Vec::new() };
     dirs.into_iter()
         .filter(|d| d.canonicalize().ok().as_ref() != Some(&canonical))
-        .filter_map(|d| Pack::check(&d).pack)
+        .filter_map(|d| Pack::check(&d, ceilings).pack)
         .collect()
 }
 
@@ -617,6 +663,7 @@ fn resolve_sensor(
     sensor: SensorManifest,
     triggers: &[String],
     context: &Value,
+    ceilings: &HostCeilings,
 ) -> Result<SensorSpec, Vec<PackError>> {
     let mut errors = Vec::new();
     let sensor_ref = qualify(pack_ref, &sensor.sensor_ref, file).map_err(|e| errors.push(e)).ok();
@@ -642,16 +689,10 @@ fn resolve_sensor(
             Runtime::Javascript => SensorCode::JavaScript(entry),
             Runtime::Component => SensorCode::Component(entry),
         });
-    if !(sensor.poll_interval > 0.0 && sensor.poll_interval.is_finite()) {
-        errors.push(PackError::new(file, Some("poll_interval"), "must be a positive number of seconds"));
-    } else if sensor.poll_interval < MIN_POLL_INTERVAL_SECONDS {
-        let message = format!(
-            "{} s is too short; the host polls at most every {MIN_POLL_INTERVAL_SECONDS} s",
-            sensor.poll_interval
-        );
-        errors.push(PackError::new(file, Some("poll_interval"), message));
+    if let Err(e) = ceilings.check_poll_interval(sensor.poll_interval) {
+        errors.push(PackError::new(file, Some("poll_interval"), e));
     }
-    if let Err(e) = sensor.limits.validate() {
+    if let Err(e) = sensor.limits.validate_within(&ceilings.limits) {
         errors.push(PackError::new(file, Some("limits"), e));
     }
     let http = AllowedHosts::parse(&sensor.capabilities.http)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use attune_bus::Bus;
 use attune_bus::routing::{RULE_CREATED, RULE_DELETED, RULE_DISABLED, RULE_ENABLED, RULE_UPDATED};
 use attune_rules::{CompiledRule, RuleError, RuleSpec};
-use attune_timers::{SchedulerHandle, TimerSpec, is_timer_trigger};
+use attune_timers::{TimerSpec, is_timer_trigger};
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
@@ -23,6 +23,7 @@ use crate::catalog::{RuleRefusal, SharedCatalog};
 use crate::pack::Pack;
 use crate::pipeline::Pipeline;
 use crate::store::{RulePage, RuleWrite, Store, StoreError, StoredRule};
+use crate::timers::OwnedTimers;
 
 /// Why a rule change was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,7 @@ pub struct CheckedRule {
 pub struct RuleService {
     store: Arc<dyn Store>,
     pipeline: Arc<Pipeline>,
-    timers: SchedulerHandle,
+    timers: Arc<OwnedTimers>,
     catalog: Arc<SharedCatalog>,
     /// Notified after every change applied here (the sensor supervisor follows it).
     changed: Arc<Notify>,
@@ -74,7 +75,7 @@ impl RuleService {
     pub fn new(
         store: Arc<dyn Store>,
         pipeline: Arc<Pipeline>,
-        timers: SchedulerHandle,
+        timers: Arc<OwnedTimers>,
         catalog: Arc<SharedCatalog>,
     ) -> Self {
         Self { store, pipeline, timers, catalog, changed: Arc::default(), writes: Mutex::new(()) }
@@ -111,14 +112,11 @@ impl RuleService {
         Ok(self.store.rules_page(page).await?)
     }
 
-    /// Saves a new rule; refused when one with its ref exists.
+    /// Saves a new rule; refused when one with its ref exists, on this host or any other.
     pub async fn create(&self, spec: RuleSpec) -> Result<Arc<CompiledRule>, RuleChangeError> {
         let checked = self.check_new(spec)?;
         let _one = self.writes.lock().await;
-        if self.get(checked.rule.rule_ref()).await?.is_some() {
-            return Err(RuleChangeError::Exists(checked.rule.rule_ref().into()));
-        }
-        self.save(checked).await
+        self.write(checked, true).await
     }
 
     /// Replaces an existing rule; refused when there is none.
@@ -128,7 +126,7 @@ impl RuleService {
         if self.get(checked.rule.rule_ref()).await?.is_none() {
             return Err(RuleChangeError::NotFound(checked.rule.rule_ref().into()));
         }
-        self.save(checked).await
+        self.write(checked, false).await
     }
 
     /// Saves a rule whether or not it exists. It applies to the next payload, and a timer
@@ -136,10 +134,16 @@ impl RuleService {
     pub async fn put(&self, spec: RuleSpec) -> Result<Arc<CompiledRule>, RuleChangeError> {
         let checked = self.check(spec)?;
         let _one = self.writes.lock().await;
-        self.save(checked).await
+        self.write(checked, false).await
     }
 
-    async fn save(&self, CheckedRule { rule, timer }: CheckedRule) -> Result<Arc<CompiledRule>, RuleChangeError> {
+    /// Saves a rule, only if its ref is new when `create`
+    /// ([`RuleChangeError::Exists`] otherwise), and applies it here.
+    async fn write(
+        &self,
+        CheckedRule { rule, timer }: CheckedRule,
+        create: bool,
+    ) -> Result<Arc<CompiledRule>, RuleChangeError> {
         let rule = Arc::new(rule);
         let stored = StoredRule {
             rule_ref: rule.rule_ref().to_string(),
@@ -148,17 +152,19 @@ impl RuleService {
             enabled: rule.enabled(),
             spec: serde_json::to_value(rule.spec()).map_err(StoreError::Json)?,
         };
-        let change = match self.pipeline.rule(rule.rule_ref()).map(|b| b.enabled()) {
+        let before = if create { None } else { self.pipeline.rule(rule.rule_ref()).map(|b| b.enabled()) };
+        let change = match before {
             None => RULE_CREATED,
             Some(was) if was != rule.enabled() && rule.enabled() => RULE_ENABLED,
             Some(was) if was != rule.enabled() => RULE_DISABLED,
             Some(_) => RULE_UPDATED,
         };
         let announcement = announcement(change, rule.rule_ref(), Some(&stored.spec));
-        self.pipeline
-            .record_rules(vec![RuleWrite::Upsert(stored)], vec![announcement])
-            .await
-            .map_err(RuleChangeError::Recorded)?;
+        let rule_ref = stored.rule_ref.clone();
+        let write = if create { RuleWrite::Create(stored) } else { RuleWrite::Upsert(stored) };
+        if !self.pipeline.record_rules(vec![write], vec![announcement]).await.map_err(RuleChangeError::Recorded)? {
+            return Err(RuleChangeError::Exists(rule_ref));
+        }
         self.pipeline.upsert_rule(rule.clone());
         match timer {
             Some(timer) if rule.enabled() => self.timers.upsert(rule.rule_ref(), timer).await?,
@@ -203,17 +209,24 @@ impl RuleService {
         // keep it from being disabled.
         let rule = attune_rules::compile(spec)?;
         let timer = self.catalog.current().check_rule_trigger(rule.trigger(), rule.trigger_params()).ok().flatten();
-        self.save(CheckedRule { rule, timer }).await.map(Some)
+        self.write(CheckedRule { rule, timer }, false).await.map(Some)
     }
 
     /// Installs the pack rules (`rules/*.yaml`) that are not stored yet; rules changed through
-    /// the API since are left as they are.
+    /// the API since are left as they are. Hosts starting together install each rule once.
     pub async fn install_pack_rules(&self, packs: &[Pack]) -> Result<(), RuleChangeError> {
         let stored: HashSet<String> = self.store.rules().await?.into_iter().map(|r| r.rule_ref).collect();
         for rule in packs.iter().flat_map(|p| &p.rules) {
-            if !stored.contains(&rule.spec.rule_ref) {
-                self.put(rule.spec.clone()).await?;
-                tracing::info!(rule = %rule.spec.rule_ref, file = %rule.file.display(), "installed pack rule");
+            if stored.contains(&rule.spec.rule_ref) {
+                continue;
+            }
+            let checked = self.check(rule.spec.clone())?;
+            let _one = self.writes.lock().await;
+            match self.write(checked, true).await {
+                Ok(_) => tracing::info!(rule = %rule.spec.rule_ref, file = %rule.file.display(), "installed pack rule"),
+                // Another host installed it a moment ago; its announcement brings it here.
+                Err(RuleChangeError::Exists(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())

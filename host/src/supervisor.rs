@@ -12,17 +12,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use attune_bus::Delivery;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::app::{App, PollError};
+use crate::app::{App, PollError, PollOwner};
+use crate::membership::Work;
 use crate::metrics::PollFailure;
 use crate::pipeline::IngestError;
 use crate::sandbox::{InstanceFeed, SensorEngine, SensorInstance, StartError};
 use crate::sensor::SensorSpec;
+use crate::store::{Fence, SensorStatusRecord, StatusWrite, StoreError, WorkKind, Written};
 
 /// How failures are handled.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +44,9 @@ impl Default for SupervisorOptions {
     }
 }
 
+/// Routing key of a restart asked for on one host, which the sensor's owner carries out.
+pub const SENSOR_RESTART: &str = "sensor.restart";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SensorState {
@@ -53,11 +59,35 @@ pub enum SensorState {
     Quarantined,
 }
 
+impl SensorState {
+    /// The stored and shown word.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SensorState::Idle => "idle",
+            SensorState::Running => "running",
+            SensorState::BackingOff => "backing_off",
+            SensorState::Quarantined => "quarantined",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "running" => SensorState::Running,
+            "backing_off" => SensorState::BackingOff,
+            "quarantined" => SensorState::Quarantined,
+            _ => SensorState::Idle,
+        }
+    }
+}
+
 /// What `GET /sensors` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SensorStatus {
     #[serde(rename = "ref")]
     pub sensor_ref: String,
+    /// The host running it; `null` while no host owns it (no enabled rule needs it, or no host
+    /// has taken it yet).
+    pub owner: Option<String>,
     pub triggers: Vec<String>,
     pub state: SensorState,
     pub last_error: Option<String>,
@@ -79,6 +109,8 @@ struct Entry {
     /// The enabled rules on the sensor's triggers, as the running instance sees them.
     instances: InstanceFeed,
     task: Option<Running>,
+    /// The ownership the running loop writes under.
+    fence: Option<Fence>,
     /// A loop told to stop that may still be in its last poll; the next loop of this sensor
     /// starts only after it ended, so two instances never share the sensor's state.
     stopping: Option<JoinHandle<()>>,
@@ -87,12 +119,21 @@ struct Entry {
 impl Entry {
     fn new(spec: SensorSpec, fingerprint: String, stopping: Option<JoinHandle<()>>) -> Self {
         let status = Arc::new(Mutex::new(fresh_status(&spec)));
-        Entry { spec: Arc::new(spec), fingerprint, status, instances: InstanceFeed::default(), task: None, stopping }
+        Entry {
+            spec: Arc::new(spec),
+            fingerprint,
+            status,
+            instances: InstanceFeed::default(),
+            task: None,
+            fence: None,
+            stopping,
+        }
     }
 
     /// Tells the running loop to stop; returns the handle of the last loop (running or
     /// already stopping), to be awaited before another starts.
     fn stop_loop(&mut self) -> Option<JoinHandle<()>> {
+        self.fence = None;
         self.task.take().map(Running::stop).or_else(|| self.stopping.take())
     }
 }
@@ -148,6 +189,8 @@ impl Supervisor {
     ) -> Arc<Self> {
         let supervisor = Arc::new(Self { app, engine, options, sensors: Mutex::default() });
         supervisor.replace_specs(specs);
+        let work: Arc<dyn Work> = supervisor.clone();
+        supervisor.app.membership.attach(WorkKind::Sensor, Arc::downgrade(&work));
         supervisor
     }
 
@@ -193,32 +236,107 @@ impl Supervisor {
         changes
     }
 
-    /// Starts the sensors some enabled rule needs, stops the others, and hands each its current
-    /// trigger instances (seen from its next call on). Call after every rule change.
+    /// Runs the sensors some enabled rule needs and this host owns, stops the others, and hands
+    /// each its current trigger instances (seen from its next call on). The sensors needed are
+    /// offered to the membership, which decides who owns them. Call after every rule change
+    /// and every change of ownership.
     pub fn reconcile(&self) {
+        let membership = &self.app.membership;
         let mut sensors = self.sensors();
+        let mut needed = std::collections::BTreeSet::new();
         for entry in sensors.values_mut() {
             let instances = self.app.pipeline.instances_for(&entry.spec.triggers);
             let wanted = !instances.is_empty();
+            if wanted {
+                needed.insert(entry.spec.sensor_ref.clone());
+            }
             entry.instances.set(instances);
+            let fence = membership.fence(WorkKind::Sensor, &entry.spec.sensor_ref).filter(|_| wanted);
             let running = entry.task.as_ref().is_some_and(|t| !t.is_finished());
-            let quarantined = lock(&entry.status).state == SensorState::Quarantined;
-            if wanted && !running && !quarantined {
-                let previous = entry.stop_loop();
-                entry.task = Some(self.spawn(entry, previous));
-            } else if !wanted && running {
-                entry.stopping = entry.stop_loop();
-                lock(&entry.status).state = SensorState::Idle;
+            let mut status = lock(&entry.status);
+            status.owner = membership.owner(WorkKind::Sensor, &entry.spec.sensor_ref);
+            let quarantined = status.state == SensorState::Quarantined;
+            drop(status);
+            match fence {
+                Some(fence) if !quarantined && (!running || entry.fence.as_ref() != Some(&fence)) => {
+                    let previous = entry.stop_loop();
+                    entry.task = Some(self.spawn(entry, previous, fence.clone()));
+                    entry.fence = Some(fence);
+                }
+                None if running => {
+                    entry.stopping = entry.stop_loop();
+                    lock(&entry.status).state = SensorState::Idle;
+                }
+                _ => {}
+            }
+        }
+        drop(sensors);
+        membership.set_wanted(WorkKind::Sensor, needed);
+    }
+
+    /// Lifts a quarantine (or restarts a running sensor) with a fresh instance, wherever it runs:
+    /// the stored status forgets its failures, and the restart is announced, in one commit; the
+    /// owner restarts it. Returns false for a sensor no loaded pack defines.
+    pub async fn restart(&self, sensor_ref: &str) -> Result<bool, Arc<StoreError>> {
+        if !self.sensors().contains_key(sensor_ref) {
+            return Ok(false);
+        }
+        let origin = self.app.membership.host_id().to_string();
+        let at = crate::store::now_micros();
+        let announcement = attune_bus::Message::new(
+            SENSOR_RESTART,
+            crate::pipeline::derived_id(at, &format!("{SENSOR_RESTART}\0{sensor_ref}\0{origin}\0{at}")),
+            serde_json::json!({"sensor": sensor_ref, "origin": origin}),
+        );
+        let restart = vec![StatusWrite::Restart(sensor_ref.to_string())];
+        self.app.pipeline.record_status(restart, vec![announcement], None).await?;
+        self.restart_here(sensor_ref);
+        Ok(true)
+    }
+
+    /// Follows restarts announced by other hosts (`sensor.restart`), until aborted. On every
+    /// (re)connection, when announcements may have been missed, a quarantine this host holds in
+    /// memory that the store no longer records is lifted too.
+    pub fn follow(self: &Arc<Self>, bus: &dyn attune_bus::Bus) -> JoinHandle<()> {
+        let mut deliveries = bus.listen(SENSOR_RESTART);
+        let supervisor = self.clone();
+        tokio::spawn(async move {
+            while let Some(delivery) = deliveries.recv().await {
+                match delivery {
+                    Delivery::Connected => supervisor.lift_quarantines_lifted_elsewhere().await,
+                    Delivery::Message(message) => {
+                        let Some(sensor_ref) = message.body["sensor"].as_str() else { continue };
+                        if message.body["origin"].as_str() != Some(supervisor.app.membership.host_id()) {
+                            supervisor.restart_here(sensor_ref);
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    async fn lift_quarantines_lifted_elsewhere(&self) {
+        let quarantined: Vec<String> = self
+            .sensors()
+            .values()
+            .filter(|e| lock(&e.status).state == SensorState::Quarantined)
+            .map(|e| e.spec.sensor_ref.clone())
+            .collect();
+        for sensor_ref in quarantined {
+            match self.app.store.sensor_status(&sensor_ref).await {
+                Ok(Some(stored)) if stored.state == SensorState::Quarantined.as_str() => {}
+                Ok(_) => self.restart_here(&sensor_ref),
+                Err(e) => tracing::warn!(sensor = %sensor_ref, "cannot read the sensor's stored status: {e}"),
             }
         }
     }
 
-    /// Lifts a quarantine (or restarts a running sensor) with a fresh instance.
-    /// Returns false for an unknown sensor.
-    pub fn restart(&self, sensor_ref: &str) -> bool {
+    /// The restart on this host: a new instance if it runs the sensor, and the quarantine
+    /// forgotten in memory either way.
+    fn restart_here(&self, sensor_ref: &str) {
         {
             let mut sensors = self.sensors();
-            let Some(entry) = sensors.get_mut(sensor_ref) else { return false };
+            let Some(entry) = sensors.get_mut(sensor_ref) else { return };
             entry.stopping = entry.stop_loop();
             let mut status = lock(&entry.status);
             status.state = SensorState::Idle;
@@ -226,13 +344,56 @@ impl Supervisor {
         }
         self.app.metrics.quarantine_lifted(sensor_ref);
         self.reconcile();
-        true
     }
 
-    pub fn statuses(&self) -> Vec<SensorStatus> {
-        let mut all: Vec<SensorStatus> = self.sensors().values().map(|e| lock(&e.status).clone()).collect();
+    /// This host's working copy of every sensor's status: exact for the sensors it runs, and
+    /// what it last knew of the others. For watching one host's supervisor (the API shows
+    /// [`Supervisor::statuses`]).
+    pub fn statuses_here(&self) -> Vec<SensorStatus> {
+        let membership = &self.app.membership;
+        let mut all: Vec<SensorStatus> = self
+            .sensors()
+            .values()
+            .map(|e| SensorStatus {
+                owner: membership.owner(WorkKind::Sensor, &e.spec.sensor_ref),
+                ..lock(&e.status).clone()
+            })
+            .collect();
         all.sort_by(|a, b| a.sensor_ref.cmp(&b.sensor_ref));
         all
+    }
+
+    /// Every sensor of the loaded packs as the store has it (its owner writes it after every
+    /// poll), with its live owner: every host answers the same.
+    pub async fn statuses(&self) -> Result<Vec<SensorStatus>, StoreError> {
+        let store = &self.app.store;
+        let mut stored: HashMap<String, SensorStatusRecord> =
+            store.sensor_statuses().await?.into_iter().map(|r| (r.sensor_ref.clone(), r)).collect();
+        let live: Vec<String> = store.live_hosts().await?.into_iter().map(|h| h.id).collect();
+        let owners: HashMap<String, String> = store
+            .ownership(WorkKind::Sensor)
+            .await?
+            .into_iter()
+            .filter_map(|row| Some((row.item, row.owner.filter(|o| live.contains(o))?)))
+            .collect();
+        let specs: Vec<Arc<SensorSpec>> = self.sensors().values().map(|e| e.spec.clone()).collect();
+        let mut all: Vec<SensorStatus> = specs
+            .iter()
+            .map(|spec| {
+                let mut status = fresh_status(spec);
+                if let Some(record) = stored.remove(&spec.sensor_ref) {
+                    status.absorb(record);
+                }
+                status.owner = owners.get(&spec.sensor_ref).cloned();
+                // Only a live owner runs it: what its last owner stored as running is idle now.
+                if status.owner.is_none() && status.state != SensorState::Quarantined {
+                    status.state = SensorState::Idle;
+                }
+                status
+            })
+            .collect();
+        all.sort_by(|a, b| a.sensor_ref.cmp(&b.sensor_ref));
+        Ok(all)
     }
 
     /// Stops every sensor after its current poll (each bounded by its own deadline) and waits
@@ -249,7 +410,7 @@ impl Supervisor {
     }
 
     /// Starts the poll loop of `entry`, after `previous` (the loop it replaces) has ended.
-    fn spawn(&self, entry: &Entry, previous: Option<JoinHandle<()>>) -> Running {
+    fn spawn(&self, entry: &Entry, previous: Option<JoinHandle<()>>, fence: Fence) -> Running {
         let (app, engine, spec, status, instances) =
             (self.app.clone(), self.engine.clone(), entry.spec.clone(), entry.status.clone(), entry.instances.clone());
         let options = self.options;
@@ -261,7 +422,7 @@ impl Supervisor {
                 if let Some(previous) = previous {
                     let _ = previous.await;
                 }
-                run_sensor(app, engine, spec, status, instances, options, stopped).await;
+                run_sensor(app, engine, spec, fence, status, instances, options, stopped).await;
             }
             .instrument(span),
         );
@@ -269,9 +430,50 @@ impl Supervisor {
     }
 }
 
+impl SensorStatus {
+    /// Takes the state and counters of a stored status.
+    fn absorb(&mut self, record: SensorStatusRecord) {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        self.state = SensorState::parse(&record.state);
+        self.last_error = record.last_error;
+        self.last_failure_reason = record.last_failure_reason;
+        self.consecutive_failures = u32::try_from(record.consecutive_failures).unwrap_or(u32::MAX);
+        self.polls = count(record.polls);
+        self.failures = count(record.failures);
+        self.events = count(record.events);
+        self.fuel_used = count(record.fuel_used);
+    }
+
+    /// A poll that stored `events` payloads, burning `fuel`.
+    fn succeeded(&mut self, events: usize, fuel: u64) {
+        self.polls += 1;
+        self.events += events as u64;
+        self.fuel_used += fuel;
+        self.consecutive_failures = 0;
+        self.state = SensorState::Running;
+    }
+
+    /// What the store keeps of it.
+    fn record(&self) -> SensorStatusRecord {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        SensorStatusRecord {
+            sensor_ref: self.sensor_ref.clone(),
+            state: self.state.as_str().to_string(),
+            last_error: self.last_error.clone(),
+            last_failure_reason: self.last_failure_reason.clone(),
+            consecutive_failures: i64::from(self.consecutive_failures),
+            polls: count(self.polls),
+            failures: count(self.failures),
+            events: count(self.events),
+            fuel_used: count(self.fuel_used),
+        }
+    }
+}
+
 fn fresh_status(spec: &SensorSpec) -> SensorStatus {
     SensorStatus {
         sensor_ref: spec.sensor_ref.clone(),
+        owner: None,
         triggers: spec.triggers.clone(),
         state: SensorState::Idle,
         last_error: None,
@@ -288,12 +490,15 @@ fn lock(status: &Mutex<SensorStatus>) -> std::sync::MutexGuard<'_, SensorStatus>
     status.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The poll loop of one sensor, until quarantined or stopped. A stop waits for the poll in
-/// flight (bounded by the sensor's deadline), so what it emitted is stored.
+/// The poll loop of one sensor, until quarantined or stopped, or until its fence no longer
+/// holds. A stop waits for the poll in flight (bounded by the sensor's deadline), so what it
+/// emitted is stored.
+#[allow(clippy::too_many_arguments)]
 async fn run_sensor(
     app: Arc<App>,
     engine: Arc<SensorEngine>,
     spec: Arc<SensorSpec>,
+    fence: Fence,
     status: Arc<Mutex<SensorStatus>>,
     instances: InstanceFeed,
     options: SupervisorOptions,
@@ -304,14 +509,58 @@ async fn run_sensor(
     let mut sensor: Option<SensorInstance> = None;
     let mut backoff = options.backoff_initial;
     let mut planned: Option<Instant> = None;
+    // Goes on from the stored status (another host may have run the sensor): counters continue,
+    // and a quarantine holds until a restart.
+    let mut resumed = false;
     while !*stop.borrow() {
+        if !resumed {
+            match app.store.sensor_status(&sensor_ref).await {
+                Ok(stored) => {
+                    resumed = true;
+                    let mut status = lock(&status);
+                    if let Some(record) = stored {
+                        let running = status.state;
+                        status.absorb(record);
+                        if status.state == SensorState::Quarantined {
+                            tracing::info!("sensor stays quarantined, as stored");
+                            return;
+                        }
+                        status.state = running;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read the sensor's stored status: {e}");
+                    let next = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(options.backoff_max);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            }
+        }
         if let Some(planned) = planned {
             metrics.poll_late(&sensor_ref, Instant::now().saturating_duration_since(planned));
         }
         let started = Instant::now();
+        // A stored poll stores the status after it in its own transaction: what `GET /sensors`
+        // counts is what is stored.
+        let status_after = |events: usize, fuel: u64| {
+            let mut after = lock(&status).clone();
+            after.succeeded(events, fuel);
+            after.record()
+        };
+        let owner = PollOwner { fence: fence.clone(), status_after: &status_after };
         let outcome = match sensor.as_mut() {
-            Some(running) => match app.poll_sensor(running).await {
+            Some(running) => match app.poll_sensor(running, Some(owner)).await {
                 Ok(ingested) => Ok((ingested.event_ids.len(), running.last_fuel_used())),
+                Err(PollError::Ingest(IngestError::Fenced(fence))) => {
+                    // Another host owns the sensor now and runs it from the stored state.
+                    lock(&status).state = SensorState::Idle;
+                    app.membership.lost(&fence).await;
+                    return;
+                }
                 Err(e) => {
                     // The store did not take the poll, so it may not have given back the state
                     // either (`poll_sensor` reloads it from the store): the instance's state may
@@ -339,20 +588,18 @@ async fn run_sensor(
                 }
             },
         };
-        let delay = {
+        // The status to store after a failure (a stored poll stored it already).
+        let (delay, failure_record) = {
             let mut status = lock(&status);
-            status.polls += 1;
             match outcome {
                 Ok((events, fuel)) => {
                     metrics.poll_succeeded(&sensor_ref, events, fuel, started.elapsed());
-                    status.events += events as u64;
-                    status.fuel_used += fuel;
-                    status.consecutive_failures = 0;
-                    status.state = SensorState::Running;
+                    status.succeeded(events, fuel);
                     backoff = options.backoff_initial;
-                    jittered(spec.poll_interval)
+                    (jittered(spec.poll_interval), None)
                 }
                 Err(Failed { message, reason, trapped, fault }) => {
+                    status.polls += 1;
                     status.failures += 1;
                     // The host's own faults (its store out of reach) back off but never quarantine:
                     // the sensor resumes by itself when the store is back.
@@ -367,15 +614,23 @@ async fn run_sensor(
                     if fault == Fault::Code || consecutive >= options.quarantine_after {
                         status.state = SensorState::Quarantined;
                         metrics.quarantined(&sensor_ref, consecutive);
-                        return;
+                        // Recorded below, then the loop ends.
+                        (Duration::ZERO, Some(status.record()))
+                    } else {
+                        status.state = SensorState::BackingOff;
+                        let delay = backoff;
+                        backoff = (backoff * 2).min(options.backoff_max);
+                        (delay, Some(status.record()))
                     }
-                    status.state = SensorState::BackingOff;
-                    let delay = backoff;
-                    backoff = (backoff * 2).min(options.backoff_max);
-                    delay
                 }
             }
         };
+        if let Some(record) = failure_record {
+            let quarantined = record.state == SensorState::Quarantined.as_str();
+            if !record_status(&app, record, &fence).await || quarantined {
+                return;
+            }
+        }
         let next = Instant::now() + delay;
         planned = Some(next);
         tokio::select! {
@@ -383,7 +638,29 @@ async fn run_sensor(
             _ = stop.changed() => {}
         }
     }
+    let record = {
+        let mut status = lock(&status);
+        status.state = SensorState::Idle;
+        status.record()
+    };
+    record_status(&app, record, &fence).await;
     tracing::info!("sensor stopped");
+}
+
+/// Stores what the loop knows of its sensor, under its fence. False when the fence no longer
+/// holds (the loop must end); a store error is only logged (the next poll writes it again).
+async fn record_status(app: &App, record: SensorStatusRecord, fence: &Fence) -> bool {
+    match app.pipeline.record_status(vec![StatusWrite::Snapshot(record)], Vec::new(), Some(fence.clone())).await {
+        Ok(Written::Fenced) => {
+            app.membership.lost(fence).await;
+            false
+        }
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("cannot store the sensor's status: {e}");
+            true
+        }
+    }
 }
 
 fn is_trap(error: &PollError) -> bool {
@@ -395,6 +672,18 @@ fn failure_reason(error: &PollError) -> &'static str {
         PollError::Sensor(failure) => failure.reason(),
         PollError::Ingest(IngestError::Rejected(_)) => "payload_rejected",
         PollError::Ingest(IngestError::Store(_)) => "store_error",
+        PollError::Ingest(IngestError::Fenced(_)) => "fenced",
+    }
+}
+
+#[async_trait::async_trait]
+impl Work for Supervisor {
+    async fn start(&self, _items: &[String]) {
+        self.reconcile();
+    }
+
+    async fn stop(&self, _items: &[String]) {
+        self.reconcile();
     }
 }
 

@@ -40,9 +40,10 @@ struct FakeSensors {
 
 #[async_trait::async_trait]
 impl SensorControl for FakeSensors {
-    fn list(&self) -> Vec<SensorInfo> {
-        vec![SensorInfo {
+    async fn list(&self) -> Result<Vec<SensorInfo>, attune_host::store::StoreError> {
+        Ok(vec![SensorInfo {
             sensor_ref: "apitest.poller".into(),
+            owner: Some("h1".into()),
             triggers: vec!["apitest.status".into()],
             state: api::SensorState::Quarantined,
             last_error: Some("out of fuel".into()),
@@ -52,12 +53,12 @@ impl SensorControl for FakeSensors {
             failures: 5,
             events: 4,
             fuel_used: 1234,
-        }]
+        }])
     }
 
-    async fn restart(&self, sensor_ref: &str) -> bool {
+    async fn restart(&self, sensor_ref: &str) -> Result<bool, Arc<attune_host::store::StoreError>> {
         self.restarts.lock().unwrap().push(sensor_ref.to_string());
-        sensor_ref == "apitest.poller"
+        Ok(sensor_ref == "apitest.poller")
     }
 }
 

@@ -215,6 +215,8 @@ fn serve_settings_come_from_flags_then_env_then_file_then_defaults() {
         .env("ATTUNE_QUARANTINE_AFTER", "8")
         .env_remove("ATTUNE_DATABASE_URL")
         .env_remove("ATTUNE_DATA_DIR")
+        // The default data dir is relative: `--print-config` keeps the host id there.
+        .current_dir(dir.path())
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -389,4 +391,117 @@ fn sensor_run_applies_the_payload_schema() {
     );
     let kept: Value = serde_json::from_str(&std::fs::read_to_string(state.path()).unwrap()).unwrap();
     assert_eq!(kept["n"], "1", "the failing poll's state is not committed: {kept}");
+}
+
+/// The host id, the exchange and the sensor ceilings are `serve` settings like the others: the
+/// id made once and kept in the data dir unless one is configured, each shown by
+/// `--print-config` and checked, the error naming the setting.
+#[test]
+fn serve_prints_the_host_id_exchange_and_ceilings() {
+    let data = tempfile::tempdir().unwrap();
+    let print_config = || {
+        let mut cmd = attune_host();
+        cmd.args(["serve", "--print-config", "--data-dir"]).arg(data.path());
+        for setting in ["CONFIG", "HOST_ID", "AMQP_EXCHANGE", "MAX_FUEL", "MAX_MEMORY_MIB", "MIN_POLL_INTERVAL"] {
+            cmd.env_remove(format!("ATTUNE_{setting}"));
+        }
+        cmd
+    };
+    let printed = |cmd: &mut std::process::Command| -> Value {
+        let output = cmd.output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_yaml_ng::from_slice(&output.stdout).unwrap()
+    };
+
+    let defaults = printed(&mut print_config());
+    let kept = std::fs::read_to_string(data.path().join("host-id")).unwrap();
+    assert_eq!(defaults["host_id"], kept.trim(), "the id made and kept in the data dir");
+    assert!(kept.starts_with("host-"), "{kept}");
+    assert_eq!(printed(&mut print_config())["host_id"], defaults["host_id"], "the same id next time");
+    assert_eq!(defaults["amqp_exchange"], "attune.events");
+    assert_eq!(
+        [&defaults["max_fuel"], &defaults["max_memory_mib"], &defaults["max_timeout_ms"]],
+        [&json!(100_000_000_000_000u64), &json!(2048), &json!(60_000)]
+    );
+    assert_eq!([&defaults["max_payload_bytes"], &defaults["max_events_per_poll"]], [&json!(4 << 20), &json!(10_000)]);
+    assert_eq!(defaults["min_poll_interval"], 0.1);
+
+    let configured = printed(
+        print_config()
+            .env("ATTUNE_HOST_ID", "edge-1")
+            .env("ATTUNE_AMQP_EXCHANGE", "team-a.events")
+            .env("ATTUNE_MAX_MEMORY_MIB", "64")
+            .env("ATTUNE_MIN_POLL_INTERVAL", "0.5")
+            .args(["--max-fuel", "5000"]),
+    );
+    assert_eq!(configured["host_id"], "edge-1");
+    assert_eq!(configured["amqp_exchange"], "team-a.events");
+    assert_eq!(configured["max_memory_mib"], 64);
+    assert_eq!(configured["max_fuel"], 5000);
+    assert_eq!(configured["min_poll_interval"], 0.5);
+    assert_eq!(configured["max_timeout_ms"], 60_000, "the others keep their defaults");
+
+    for (variable, value, says) in [
+        ("ATTUNE_HOST_ID", "edge 1", "error: host_id: `edge 1` must be 1 to 64 characters"),
+        ("ATTUNE_AMQP_EXCHANGE", "amq.topic", "error: amqp_exchange: `amq.topic`: names starting with `amq.`"),
+        ("ATTUNE_MAX_MEMORY_MIB", "0", "error: max_memory_mib: must be greater than 0"),
+        ("ATTUNE_MIN_POLL_INTERVAL", "0.0001", "error: min_poll_interval: 0.0001 is not"),
+    ] {
+        let result = run(print_config().env(variable, value));
+        assert_eq!(result.code, Some(2), "{variable}: {}", result.stderr);
+        assert!(result.errors()[0].starts_with(says), "{variable}: {}", result.stderr);
+    }
+}
+
+/// `pack validate` holds sensors to the ceilings `serve` would, from the same variables, flags
+/// and config file: lowered, a limit the defaults allow is refused naming the field and the
+/// ceiling; raised, one they refuse is allowed.
+#[test]
+fn pack_validate_applies_the_configured_ceilings() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("big");
+    std::fs::create_dir_all(pack.join("triggers")).unwrap();
+    std::fs::create_dir_all(pack.join("sensors")).unwrap();
+    std::fs::write(pack.join("pack.yaml"), "ref: big\nversion: 0.1.0\n").unwrap();
+    std::fs::write(pack.join("triggers/t.yaml"), "ref: t\n").unwrap();
+    std::fs::write(pack.join("sensors/s.js"), "export function* poll() {}\n").unwrap();
+    let sensor_memory_mib = |mib: u32| {
+        let manifest =
+            format!("ref: s\ntriggers: [big.t]\nruntime: javascript\nentry: s.js\nlimits: {{memory_mib: {mib}}}\n");
+        std::fs::write(pack.join("sensors/s.yaml"), manifest).unwrap();
+    };
+    sensor_memory_mib(128);
+    let validate = || {
+        let mut cmd = attune_host();
+        cmd.args(["pack", "validate"]).arg(&pack).env_remove("ATTUNE_CONFIG").env_remove("ATTUNE_MAX_MEMORY_MIB");
+        cmd
+    };
+    // Exit code and the first `error:` line.
+    let run = |cmd: &mut std::process::Command| {
+        let output = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), error_lines(&stderr).first().map_or_else(|| stderr.clone(), |e| e.to_string()))
+    };
+    let refused = "s.yaml: limits: limits.memory_mib is 128; the host allows at most 64";
+
+    let (code, error) = run(&mut validate());
+    assert_eq!(code, Some(0), "{error}");
+    let (code, error) = run(validate().env("ATTUNE_MAX_MEMORY_MIB", "64"));
+    assert!(code == Some(2) && error.ends_with(refused), "{error}");
+
+    let file = dir.path().join("attune.yaml");
+    std::fs::write(&file, "max_memory_mib: 64\n").unwrap();
+    let (code, error) = run(validate().arg("--config").arg(&file));
+    assert!(code == Some(2) && error.ends_with(refused), "{error}");
+    let (code, error) = run(validate().arg("--config").arg(&file).args(["--max-memory-mib", "128"]));
+    assert_eq!(code, Some(0), "the flag over the file: {error}");
+    std::fs::write(&file, "max_memory_mib: 64\nmax_memory: 1\n").unwrap();
+    let (code, error) = run(validate().arg("--config").arg(&file));
+    assert!(code == Some(2) && error.contains("attune.yaml: unknown field `max_memory`"), "{error}");
+
+    sensor_memory_mib(4096);
+    let (code, error) = run(&mut validate());
+    assert!(code == Some(2) && error.ends_with("limits.memory_mib is 4096; the host allows at most 2048"), "{error}");
+    let (code, error) = run(validate().env("ATTUNE_MAX_MEMORY_MIB", "4096"));
+    assert_eq!(code, Some(0), "raised: {error}");
 }

@@ -5,9 +5,8 @@
 //! Nothing acknowledged is lost, every stored event and enforcement reaches RabbitMQ, and a
 //! message comes twice only as at-least-once delivery allows (the same `message_id`).
 //!
-//! `serve` has no setting for the exchange, so these hosts publish to the default
-//! `attune.events`; each test's pack has its own ref, and its consumer counts only the messages
-//! of that pack's rules, triggers and timer.
+//! Each test's host publishes to an exchange of its own (`--amqp-exchange`), where its consumer
+//! counts the messages of that test's pack: its rules, triggers and timer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -16,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use attune_bus::DEFAULT_EXCHANGE;
 use attune_host::store::{ListFilter, Store};
 use attune_testkit::{Collector, Proxy, Received, amqp_url, broker_addr};
 use reqwest::Method;
@@ -36,6 +34,8 @@ const CLIENT_PAUSE: Duration = Duration::from_millis(20);
 /// A pack `<pack>` for one test: a trigger the counter sensor feeds, one the client posts to.
 struct Rig {
     pack: &'static str,
+    /// The test's own exchange.
+    exchange: String,
     packs: tempfile::TempDir,
     data: tempfile::TempDir,
     /// The API port, kept across restarts.
@@ -68,7 +68,7 @@ impl Rig {
         );
         std::fs::copy(fixture("js/counter.js"), dir.join("sensors/counter.js")).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Rig { pack, packs, data: tempfile::tempdir().unwrap(), port }
+        Rig { pack, exchange: attune_testkit::unique_name(), packs, data: tempfile::tempdir().unwrap(), port }
     }
 
     fn base(&self) -> String {
@@ -91,6 +91,7 @@ impl Rig {
             .arg(self.packs.path())
             .arg("--data-dir")
             .arg(self.data.path())
+            .args(["--amqp-exchange", &self.exchange])
             .env_remove("ATTUNE_AMQP_URL")
             .env_remove("ATTUNE_CONFIG")
             .env("ATTUNE_LOG", "info")
@@ -478,7 +479,7 @@ pub(crate) async fn through_proxy(url: &str) -> (SocketAddr, impl FnOnce(SocketA
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_cut_for_30_s_under_load_loses_nothing() {
     let rig = Rig::new("fault_broker");
-    let collector = Collector::bind(DEFAULT_EXCHANGE, "#").await;
+    let collector = Collector::bind(&rig.exchange, "#").await;
     let proxy = Proxy::start(broker_addr().await).await;
     let database = postgres_database().await;
     let host = rig.serve(&database, Some(&proxy.url())).await;
@@ -634,7 +635,7 @@ async fn postgres_cut_answers_503_fast_and_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_restart_under_load_loses_nothing() {
     let rig = Rig::new("fault_kill");
-    let collector = Collector::bind(DEFAULT_EXCHANGE, "#").await;
+    let collector = Collector::bind(&rig.exchange, "#").await;
     let database = postgres_database().await;
     let proxy = Proxy::start(broker_addr().await).await;
     let amqp = proxy.url();
@@ -717,7 +718,7 @@ async fn kill_9_and_restart_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_cleanly_and_loses_nothing() {
     let rig = Rig::new("fault_term");
-    let collector = Collector::bind(DEFAULT_EXCHANGE, "#").await;
+    let collector = Collector::bind(&rig.exchange, "#").await;
     let database = postgres_database().await;
     let host = rig.serve(&database, Some(&amqp_url())).await;
     let store = attune_host::store::open(&database).await.unwrap();

@@ -56,6 +56,7 @@ impl Host {
             engine: settings(),
             supervisor: SupervisorOptions::default(),
             webhook_secrets,
+            ceilings: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(config, async {

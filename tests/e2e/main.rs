@@ -8,6 +8,7 @@
 mod api;
 mod bounds;
 mod cli;
+mod cluster;
 mod contract;
 mod contract_api;
 mod faults;

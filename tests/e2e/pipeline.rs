@@ -185,10 +185,9 @@ async fn postgres_and_rabbitmq() {
     let exchange = unique_name();
     let consumer = Collector::bind(&exchange, "enforcement.created").await;
     let config = AppConfig {
-        database_url: crate::support::postgres_database().await,
         amqp_url: Some(attune_testkit::amqp_url()),
         exchange: exchange.clone(),
-        retention: None,
+        ..AppConfig::new(crate::support::postgres_database().await)
     };
     let app = App::start(&config, &[pack]).await.unwrap();
     add_rules(&app).await;
@@ -227,12 +226,12 @@ async fn sensor_state_commits_with_its_events() {
     counter.triggers = vec!["pipe.count".into()];
     let mut sensor = start(counter).await;
     for expected in 1..=2 {
-        app.poll_sensor(&mut sensor).await.unwrap();
+        app.poll_sensor(&mut sensor, None).await.unwrap();
         assert_eq!(app.store.sensor_state("pipe.counter").await.unwrap()["n"], expected.to_string());
     }
     for _ in 0..2 {
         // n = 3 is refused every time: the state did not move past what was stored.
-        match app.poll_sensor(&mut sensor).await {
+        match app.poll_sensor(&mut sensor, None).await {
             Err(PollError::Ingest(IngestError::Rejected(Rejected::Schema { .. }))) => {}
             other => panic!("expected a schema rejection, got {other:?}"),
         }
@@ -253,10 +252,9 @@ async fn broker_cut_mid_stream_loses_no_enforcement() {
     let exchange = unique_name();
     let consumer = Collector::bind(&exchange, "enforcement.created").await;
     let config = AppConfig {
-        database_url: format!("sqlite://{}", dir.path().join("attune.db").display()),
         amqp_url: Some(proxy.url()),
         exchange: exchange.clone(),
-        retention: None,
+        ..AppConfig::new(format!("sqlite://{}", dir.path().join("attune.db").display()))
     };
     let app = Arc::new(App::start(&config, &[pack]).await.unwrap());
     let every = json!({"ref": "pipe.every", "trigger": "pipe.status", "action": {"ref": "core.echo"}});

@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use attune_host::store::{
-    Commit, EnforcementRecord, EnforcementStatus, EventRecord, ListFilter, Message, RuleWrite, Store, StoredRule,
-    TimerStateRecord,
+    Commit, EnforcementRecord, EnforcementStatus, EventRecord, Fence, ListFilter, Message, RuleWrite, Store,
+    StoredRule, TimerStateRecord, WorkKind, Written,
 };
 use serde_json::json;
 
@@ -96,10 +98,10 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(store.outbox_backlog().await.unwrap(), 2, "a message without its enforcement was queued");
 
     // Outbox: oldest first; only confirmed rows are marked.
-    let rows = store.unpublished(10).await.unwrap();
+    let rows = store.claim_unpublished("h1", 10).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.message.message_id.as_str()).collect::<Vec<_>>(), ["f1", "f2"]);
     store.mark_published(&[rows[0].id]).await.unwrap();
-    assert_eq!(store.unpublished(10).await.unwrap()[0].message, message("f2"));
+    assert_eq!(store.claim_unpublished("h1", 10).await.unwrap()[0].message, message("f2"));
     assert_eq!(store.outbox_backlog().await.unwrap(), 1);
 
     // All or nothing: an enforcement of a missing event fails the whole transaction.
@@ -139,7 +141,11 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(store.delete_rule("p.r").await.unwrap());
     assert!(!store.delete_rule("p.r").await.unwrap());
 
-    // Timer state.
+    // Timer state, saved by the timer's owner only.
+    assert!(store.join("h1", "run-1", "", Duration::from_secs(60)).await.unwrap());
+    store.register(WorkKind::Timer, &["p.timer".to_string()]).await.unwrap();
+    let generation = store.acquire(WorkKind::Timer, "p.timer", "h1").await.unwrap().unwrap();
+    let fence = Fence { kind: WorkKind::Timer, item: "p.timer".into(), owner: "h1".into(), generation };
     assert_eq!(store.timer_state("p.timer").await.unwrap(), None);
     let state = TimerStateRecord {
         next_fire_at: Some(2_000),
@@ -147,9 +153,12 @@ async fn contract(store: Arc<dyn Store>) {
         last_scheduled_at: Some(1_000),
         execution_count: 7,
     };
-    store.save_timer_state("p.timer", &state).await.unwrap();
+    assert!(store.save_timer_state("p.timer", &state, &fence).await.unwrap());
     let later = TimerStateRecord { next_fire_at: Some(3_000), execution_count: 8, ..state };
-    store.save_timer_state("p.timer", &later).await.unwrap();
+    assert!(store.save_timer_state("p.timer", &later, &fence).await.unwrap());
+    assert_eq!(store.timer_state("p.timer").await.unwrap(), Some(later));
+    let stale = Fence { generation: generation - 1, ..fence.clone() };
+    assert!(!store.save_timer_state("p.timer", &state, &stale).await.unwrap(), "a stale fence saved");
     assert_eq!(store.timer_state("p.timer").await.unwrap(), Some(later));
     store.delete_timer_state("p.timer").await.unwrap();
     assert_eq!(store.timer_state("p.timer").await.unwrap(), None);
@@ -210,7 +219,7 @@ async fn retention(store: Arc<dyn Store>) {
     // are as old as their write, so all fall before it.
     let future = attune_host::store::now_micros() + 3_600_000_000;
     store.write(&[commit(100, 5), commit(future, 2)]).await.unwrap();
-    let rows = store.unpublished(100).await.unwrap();
+    let rows = store.claim_unpublished("h1", 100).await.unwrap();
     // Two rows were published; the other five were not.
     store.mark_published(&[rows[0].id, rows[1].id]).await.unwrap();
     let cutoff = attune_host::store::now_micros() + 1_000_000;
@@ -237,4 +246,68 @@ async fn sqlite_store_prunes_what_is_past_retention() {
 #[tokio::test]
 async fn postgres_store_prunes_what_is_past_retention() {
     retention(postgres_store().await).await;
+}
+
+/// Leases, ownership with fencing tokens, and outbox claims, as several hosts use them.
+async fn membership(store: Arc<dyn Store>) {
+    let lease = Duration::from_secs(60);
+    let sensors = ["p.a".to_string(), "p.b".to_string()];
+    assert!(store.join("h1", "run-1", "127.0.0.1:1", lease).await.unwrap());
+    assert!(store.join("h2", "run-1", "127.0.0.1:2", lease).await.unwrap());
+    // A second run of a live host id is refused; the first one's renewals go on.
+    assert!(!store.join("h1", "run-2", "127.0.0.1:3", lease).await.unwrap());
+    assert!(store.renew("h1", "run-1", lease).await.unwrap());
+    let live: Vec<String> = store.live_hosts().await.unwrap().into_iter().map(|h| h.id).collect();
+    assert_eq!(live, ["h1", "h2"]);
+
+    // One owner at a time; each change of owner raises the generation.
+    store.register(WorkKind::Sensor, &sensors).await.unwrap();
+    store.register(WorkKind::Sensor, &sensors).await.unwrap();
+    let first = store.acquire(WorkKind::Sensor, "p.a", "h1").await.unwrap().expect("a free item is taken");
+    assert_eq!(store.acquire(WorkKind::Sensor, "p.a", "h2").await.unwrap(), None, "a live owner's item was taken");
+    let fence = Fence { kind: WorkKind::Sensor, item: "p.a".into(), owner: "h1".into(), generation: first };
+    let poll = |id: &str, fence: &Fence| Commit {
+        sensor_ref: Some("p.a".into()),
+        state: [("n".to_string(), Some(id.to_string()))].into(),
+        events: vec![event(id, "p.t", 1)],
+        outbox: vec![message(id)],
+        fence: Some(fence.clone()),
+        ..Default::default()
+    };
+    assert_eq!(store.write(&[poll("m1", &fence)]).await.unwrap(), [Written::Stored]);
+    assert!(store.release(&fence).await.unwrap());
+    let second = store.acquire(WorkKind::Sensor, "p.a", "h2").await.unwrap().expect("a released item is taken");
+    assert!(second > first);
+    // The old owner's write is refused whole, next to a write that goes through.
+    let current = Fence { owner: "h2".into(), generation: second, ..fence.clone() };
+    assert_eq!(
+        store.write(&[poll("m2", &fence), poll("m3", &current)]).await.unwrap(),
+        [Written::Fenced, Written::Stored]
+    );
+    assert!(store.event("m2").await.unwrap().is_none(), "a fenced event was stored");
+    assert_eq!(store.sensor_state("p.a").await.unwrap().get("n").map(String::as_str), Some("m3"));
+    let owners: Vec<_> = store.ownership(WorkKind::Sensor).await.unwrap().into_iter().map(|r| r.owner).collect();
+    assert_eq!(owners, [Some("h2".to_string()), None]);
+
+    // Outbox rows are claimed by one host; a host that left gives its claims up.
+    let h1 = store.claim_unpublished("h1", 10).await.unwrap();
+    assert_eq!(h1.iter().map(|r| r.message.message_id.as_str()).collect::<Vec<_>>(), ["m1", "m3"]);
+    assert!(store.claim_unpublished("h2", 10).await.unwrap().is_empty(), "a live host's claims were taken");
+    store.leave("h1", "run-1").await.unwrap();
+    assert_eq!(store.claim_unpublished("h2", 10).await.unwrap().len(), 2);
+    // Leaving released nothing of h2's, and h1's lease is over: a new run of it may join.
+    assert_eq!(store.acquire(WorkKind::Sensor, "p.a", "h1").await.unwrap(), None);
+    assert!(store.join("h1", "run-2", "127.0.0.1:1", lease).await.unwrap());
+    assert!(!store.renew("h1", "run-1", lease).await.unwrap(), "a replaced run renewed its lease");
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_membership_contract() {
+    let (store, _dir) = sqlite_store().await;
+    membership(store).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_the_membership_contract() {
+    membership(postgres_store().await).await;
 }

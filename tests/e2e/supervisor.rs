@@ -20,12 +20,80 @@ async fn start_app(dir: &std::path::Path) -> Arc<App> {
 }
 
 async fn start_app_on(dir: &std::path::Path, url: String) -> Arc<App> {
+    start_app_with(dir, AppConfig::new(url)).await
+}
+
+async fn start_app_with(dir: &std::path::Path, config: AppConfig) -> Arc<App> {
     let pack = dir.join("sup");
     std::fs::create_dir_all(pack.join("triggers")).unwrap();
     std::fs::write(pack.join("pack.yaml"), "ref: sup\nversion: 1.0.0\n").unwrap();
     std::fs::write(pack.join("triggers/tick.yaml"), "ref: tick\n").unwrap();
     let pack = Pack::load(&pack).unwrap();
-    Arc::new(App::start(&AppConfig::new(url), &[pack]).await.unwrap())
+    Arc::new(App::start(&config, &[pack]).await.unwrap())
+}
+
+/// Two hosts on one PostgreSQL and one exchange, each with the same failing sensor: it runs on
+/// one of them; both show the same stored status and owner; a restart asked on the host that
+/// does not run it reaches the one that does.
+#[tokio::test]
+async fn a_restart_asked_on_any_host_reaches_the_owner_and_both_show_one_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AppConfig {
+        amqp_url: Some(attune_testkit::amqp_url()),
+        exchange: attune_testkit::unique_name(),
+        ..AppConfig::new(crate::support::postgres_database().await)
+    };
+    let options = SupervisorOptions {
+        quarantine_after: 2,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(40),
+    };
+    let mut hosts = Vec::new();
+    for _ in 0..2 {
+        let config = AppConfig { host_id: attune_host::app::new_host_id(), ..config.clone() };
+        let app = start_app_with(dir.path(), config).await;
+        let rule = json!({"ref": "sup.on_tick", "trigger": "sup.tick", "action": {"ref": "core.echo"}});
+        app.rules.put(RuleSpec::from_json(rule).unwrap()).await.unwrap();
+        let mut failing = spec(&fixture("js/throws.js"), json!({}));
+        failing.sensor_ref = "sup.failing".into();
+        failing.triggers = vec!["sup.tick".into()];
+        let supervisor = Supervisor::new(app.clone(), engine(), vec![failing], options);
+        let follow = supervisor.follow(app.bus.as_ref());
+        supervisor.reconcile();
+        hosts.push((app, supervisor, follow));
+    }
+    let stored = async |supervisor: &Supervisor| supervisor.statuses().await.unwrap().remove(0);
+    let started = Instant::now();
+    let quarantined = loop {
+        let seen = stored(&hosts[0].1).await;
+        if seen.state == SensorState::Quarantined && seen.owner.is_some() {
+            break seen;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "not quarantined: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(stored(&hosts[1].1).await, quarantined, "the two hosts show different statuses");
+    let owner = quarantined.owner.clone().unwrap();
+    let runs = |i: usize| hosts[i].0.membership.host_id() == owner;
+    assert!(runs(0) != runs(1), "exactly one host runs the sensor");
+    let other = if runs(0) { 1 } else { 0 };
+
+    assert!(hosts[other].1.restart("sup.failing").await.unwrap());
+    let restarted = Instant::now();
+    loop {
+        let seen = stored(&hosts[other].1).await;
+        if seen.polls > quarantined.polls {
+            assert_eq!(seen.owner.as_deref(), Some(owner.as_str()), "the sensor moved instead of restarting");
+            break;
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(10), "the owner never restarted it: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (app, supervisor, follow) in hosts {
+        follow.abort();
+        supervisor.stop_all(Duration::from_secs(3)).await;
+        app.leave().await;
+    }
 }
 
 #[tokio::test]
@@ -51,7 +119,7 @@ async fn failing_sensor_is_quarantined_and_restarts() {
     let supervisor = Supervisor::new(app.clone(), engine(), vec![failing, healthy], options);
     supervisor.reconcile();
 
-    let status = |name: &str| supervisor.statuses().into_iter().find(|s| s.sensor_ref == name).unwrap();
+    let status = |name: &str| supervisor.statuses_here().into_iter().find(|s| s.sensor_ref == name).unwrap();
     let started = Instant::now();
     while status("sup.failing").state != SensorState::Quarantined {
         assert!(started.elapsed() < Duration::from_secs(10), "not quarantined: {:?}", status("sup.failing"));
@@ -70,8 +138,8 @@ async fn failing_sensor_is_quarantined_and_restarts() {
     // A quarantined sensor stays down until restarted.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status("sup.failing").polls, quarantined.polls);
-    assert!(supervisor.restart("sup.failing"));
-    assert!(!supervisor.restart("sup.nope"));
+    assert!(supervisor.restart("sup.failing").await.unwrap());
+    assert!(!supervisor.restart("sup.nope").await.unwrap());
     let restarted = Instant::now();
     while status("sup.failing").polls == quarantined.polls {
         assert!(restarted.elapsed() < Duration::from_secs(5), "the restart did not poll again");
@@ -109,12 +177,12 @@ async fn stop_waits_for_the_poll_in_flight() {
     let lateness = r#"attune_sensor_poll_lateness_seconds_count{sensor="sup.slow"} "#;
     let started = Instant::now();
     while !app.metrics.render().lines().any(|l| l.strip_prefix(lateness).is_some_and(|n| n != "0")) {
-        assert!(started.elapsed() < Duration::from_secs(10), "no second poll: {:?}", supervisor.statuses());
+        assert!(started.elapsed() < Duration::from_secs(10), "no second poll: {:?}", supervisor.statuses_here());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(stored().await, 1);
+    assert_eq!(stored().await, 1, "{:?}", supervisor.statuses_here());
     supervisor.stop_all(Duration::from_secs(3)).await;
-    assert_eq!(stored().await, 2, "the poll in flight was not stored: {:?}", supervisor.statuses());
+    assert_eq!(stored().await, 2, "the poll in flight was not stored: {:?}", supervisor.statuses_here());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stored().await, 2, "the sensor kept polling after the stop");
 }
@@ -133,7 +201,7 @@ async fn code_that_does_not_load_is_quarantined_at_once() {
     let options = SupervisorOptions { quarantine_after: 5, ..SupervisorOptions::default() };
     let supervisor = Supervisor::new(app.clone(), engine(), vec![broken], options);
     supervisor.reconcile();
-    let status = || supervisor.statuses().into_iter().next().unwrap();
+    let status = || supervisor.statuses_here().into_iter().next().unwrap();
     let started = Instant::now();
     while status().state != SensorState::Quarantined {
         assert!(started.elapsed() < Duration::from_secs(10), "not quarantined: {:?}", status());
@@ -192,7 +260,7 @@ async fn an_unreachable_store_never_quarantines_a_sensor() {
 async fn wait_status(supervisor: &Supervisor, what: &str, done: impl Fn(&SensorStatus) -> bool) -> SensorStatus {
     let started = Instant::now();
     loop {
-        let status = supervisor.statuses().into_iter().next().unwrap();
+        let status = supervisor.statuses_here().into_iter().next().unwrap();
         if done(&status) {
             return status;
         }

@@ -1,7 +1,11 @@
 //! Shared by the integration tests of the bus and the host: broker URL, unique names, a direct
-//! consumer, a cuttable TCP proxy. Test code: panics are its failure reports.
+//! consumer, a cuttable TCP proxy; and [`cluster`], real `attune-host serve` processes sharing
+//! one database (the host's cluster tests and failover benchmark). Test code: panics are its
+//! failure reports.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+
+pub mod cluster;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -120,9 +120,17 @@ impl SchedulerHandle {
         self.remove_inner(rule_ref, true).await
     }
 
+    /// Stops the timer of `rule_ref` and leaves its stored state exactly as it is (another
+    /// host takes the timer over from it). Returns whether a timer was running.
+    pub async fn release(&self, rule_ref: &str) -> Result<bool, SchedulerError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Remove { rule_ref: Arc::from(rule_ref), purge: false, release: true, reply }).await?;
+        rx.await.map_err(|_| SchedulerError::Stopped)
+    }
+
     async fn remove_inner(&self, rule_ref: &str, purge: bool) -> Result<bool, SchedulerError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Remove { rule_ref: Arc::from(rule_ref), purge, reply }).await?;
+        self.send(Command::Remove { rule_ref: Arc::from(rule_ref), purge, release: false, reply }).await?;
         rx.await.map_err(|_| SchedulerError::Stopped)
     }
 
@@ -162,7 +170,7 @@ type UpsertReply = oneshot::Sender<Result<(), SchedulerError>>;
 
 enum Command {
     Upsert { rule_ref: Arc<str>, spec: TimerSpec, reply: UpsertReply },
-    Remove { rule_ref: Arc<str>, purge: bool, reply: oneshot::Sender<bool> },
+    Remove { rule_ref: Arc<str>, purge: bool, release: bool, reply: oneshot::Sender<bool> },
     State { rule_ref: Arc<str>, reply: oneshot::Sender<Option<TimerState>> },
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -186,6 +194,8 @@ struct Entry {
     /// False once a remove was asked for.
     wanted: bool,
     purge: bool,
+    /// Removed to be taken over elsewhere: its stored state is left as it is.
+    release: bool,
     phase: Phase,
     /// A store or sink call for this timer is in flight.
     busy: bool,
@@ -219,6 +229,7 @@ impl Entry {
             given: spec,
             wanted: true,
             purge: false,
+            release: false,
             phase: Phase::Loading,
             busy: false,
             state: TimerState::default(),
@@ -456,8 +467,8 @@ impl Core {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Upsert { rule_ref, spec, reply } => self.upsert(rule_ref, spec, reply),
-            Command::Remove { rule_ref, purge, reply } => {
-                let existed = self.remove(rule_ref, purge);
+            Command::Remove { rule_ref, purge, release, reply } => {
+                let existed = self.remove(rule_ref, purge, release);
                 let _ = reply.send(existed);
             }
             Command::State { rule_ref, reply } => {
@@ -484,6 +495,7 @@ impl Core {
         let revived = !entry.wanted;
         entry.wanted = true;
         entry.purge = false;
+        entry.release = false;
         let changed = entry.given != spec;
         entry.given = spec;
         if revived {
@@ -523,7 +535,7 @@ impl Core {
         }
     }
 
-    fn remove(&mut self, rule_ref: Arc<str>, purge: bool) -> bool {
+    fn remove(&mut self, rule_ref: Arc<str>, purge: bool, release: bool) -> bool {
         let slot = match self.index.get(&rule_ref) {
             Some(&slot) => slot,
             None if purge => {
@@ -543,6 +555,7 @@ impl Core {
         let existed = entry.wanted;
         entry.wanted = false;
         entry.purge |= purge;
+        entry.release = release && !entry.purge;
         if existed {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
@@ -621,6 +634,7 @@ impl Core {
                     self.free(slot);
                 }
             }
+            (Phase::Active, false) if entry.release => self.free(slot),
             (Phase::Active, false) => {
                 entry.phase = Phase::Removing;
                 if entry.purge {

@@ -452,6 +452,8 @@ impl ApiError {
                 }
             }
             IngestError::Store(e) => ApiError::from(e.as_ref()),
+            // Requests write under no fence; only a sensor's or a timer's writes are fenced.
+            fenced @ IngestError::Fenced(_) => ApiError::internal(fenced.to_string()),
         }
     }
 }

@@ -255,7 +255,8 @@ fn query_rejection(rejection: &QueryRejection) -> ApiError {
     ApiError::new(ErrorCode::BadQuery, rejection.body_text())
 }
 
-fn rfc3339(micros: i64) -> String {
+/// Unix microseconds as RFC 3339 UTC with microseconds, as every time the API shows.
+pub(super) fn rfc3339(micros: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(micros)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
         .unwrap_or_default()

@@ -23,6 +23,8 @@
 //! GET    /api/v1/enforcements             200, paged                                   read
 //! GET    /api/v1/packs                    200                                          read
 //! POST   /api/v1/packs/reload             200; 422 naming file and field, 503          admin
+//! GET    /api/v1/hosts                    200: live hosts, what each owns              read
+//! GET    /api/v1/timers                   200: timer rules, owner, schedule            read
 //! GET    /metrics                         200, Prometheus text format                  read
 //! ```
 //!
@@ -41,6 +43,7 @@
 
 mod error;
 mod events;
+mod hosts;
 mod ops;
 mod packs;
 mod rules;
@@ -63,6 +66,7 @@ pub use events::{
     EnforcementOut, EnforcementPage, EventBatch, EventIn, EventOut, EventPage, IDEMPOTENCY_KEY_HEADER, IngestedOut,
     MAX_KEY_CHARS, REPLAYED_HEADER,
 };
+pub use hosts::{HostList, HostOut, TimerList, TimerOut};
 pub use ops::{Check, Readiness};
 pub use packs::{PackInfo, PackList, ReloadOut};
 pub use rules::{ActionDoc, DryRunOut, RuleDoc, RuleList, RuleQuery, RuleTestIn};
@@ -75,6 +79,7 @@ use crate::app::App;
 use crate::auth::{self, Access};
 use crate::catalog::TriggerDef;
 use crate::pack::{Pack, PackError};
+use crate::store::StoreError;
 use crate::supervisor::SensorChanges;
 
 /// Everything the handlers need. Cheap to clone (all shared).
@@ -114,11 +119,11 @@ impl ApiState {
 /// The sensor supervisor as the API sees it.
 #[async_trait::async_trait]
 pub trait SensorControl: Send + Sync + std::fmt::Debug {
-    /// Every known sensor and how it is doing. Called on each `GET /sensors`: must not block.
-    fn list(&self) -> Vec<SensorInfo>;
-    /// Restarts a sensor on a fresh instance, clearing a quarantine. Called on each
-    /// `POST /sensors/{ref}/restart`; returns false when there is no such sensor.
-    async fn restart(&self, sensor_ref: &str) -> bool;
+    /// Every known sensor and how it is doing, wherever it runs. Called on each `GET /sensors`.
+    async fn list(&self) -> Result<Vec<SensorInfo>, StoreError>;
+    /// Restarts a sensor on a fresh instance, clearing a quarantine, on whichever host runs it.
+    /// Called on each `POST /sensors/{ref}/restart`; false when there is no such sensor.
+    async fn restart(&self, sensor_ref: &str) -> Result<bool, Arc<StoreError>>;
 }
 
 /// Pack loading as the API sees it.
@@ -177,6 +182,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/enforcements", get(events::enforcements))
         .route("/api/v1/packs", get(packs::list))
         .route("/api/v1/packs/reload", post(packs::reload))
+        .route("/api/v1/hosts", get(hosts::list))
+        .route("/api/v1/timers", get(hosts::timers))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let public = Router::new()
@@ -226,7 +233,7 @@ async fn require_token(State(state): State<ApiState>, mut request: Request, next
         rules::list, rules::create, rules::get_one, rules::replace, rules::delete, rules::enable,
         rules::disable, rules::test,
         events::list, events::get_one, events::ingest, events::enforcements,
-        packs::list, packs::reload, ops::metrics,
+        packs::list, packs::reload, hosts::list, hosts::timers, ops::metrics,
         webhooks::webhook,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, auth::Scope)),
@@ -237,6 +244,7 @@ async fn require_token(State(state): State<ApiState>, mut request: Request, next
         (name = "webhooks", description = "HMAC-signed webhooks"),
         (name = "sensors", description = "Sensor status and restarts"),
         (name = "packs", description = "Loaded packs and reloading them"),
+        (name = "hosts", description = "Hosts sharing the store, and who runs each sensor and timer"),
         (name = "ops", description = "Health, readiness, the trigger catalog and this document"),
     )
 )]

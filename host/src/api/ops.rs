@@ -116,7 +116,8 @@ fn supervisor(state: &ApiState) -> Result<&dyn SensorControl, ApiError> {
 #[utoipa::path(get, path = "/api/v1/sensors", tag = "sensors", security(("bearer" = [])),
     responses((status = 200, body = SensorList), (status = 503, description = "No sensor supervisor", body = ErrorBody)))]
 pub async fn sensors(State(state): State<ApiState>) -> Result<Json<SensorList>, ApiError> {
-    Ok(Json(SensorList { sensors: supervisor(&state)?.list() }))
+    let sensors = supervisor(&state)?.list().await.map_err(|e| ApiError::from(&e))?;
+    Ok(Json(SensorList { sensors }))
 }
 
 /// Restart a sensor on a fresh instance (also ends a quarantine).
@@ -128,7 +129,7 @@ pub async fn restart_sensor(
     State(state): State<ApiState>,
     Path(sensor_ref): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if supervisor(&state)?.restart(&sensor_ref).await {
+    if supervisor(&state)?.restart(&sensor_ref).await.map_err(|e| ApiError::from(e.as_ref()))? {
         Ok((StatusCode::ACCEPTED, Json(json!({"restarting": sensor_ref}))))
     } else {
         Err(ApiError::not_found(format!("no sensor `{sensor_ref}`")))

@@ -20,8 +20,8 @@ use crate::catalog::{PackCatalog, SharedCatalog};
 use crate::metrics::Metrics;
 use crate::sandbox::{StateDelta, TriggerInstance};
 use crate::store::{
-    Commit, EnforcementRecord, EnforcementStatus, EventRecord, GroupCommitter, Message, ReplayRecord, RuleWrite,
-    StoreError, Written,
+    Commit, EnforcementRecord, EnforcementStatus, EventRecord, Fence, GroupCommitter, Message, ReplayRecord, RuleWrite,
+    StatusWrite, StoreError, Written,
 };
 use attune_bus::routing::{ENFORCEMENT_CREATED, EVENT_CREATED};
 
@@ -35,6 +35,15 @@ pub enum IngestError {
     Rejected(#[from] Rejected),
     #[error("not stored: {0}")]
     Store(Arc<StoreError>),
+    /// The work's fence no longer holds: another host owns it now, and nothing was stored.
+    #[error("not stored: {} `{}` is no longer this host's (generation {})", .0.kind.as_str(), .0.item, .0.generation)]
+    Fenced(Fence),
+}
+
+/// What work a host owns writes beside its events: under its fence, with its status.
+struct Owned {
+    fence: Fence,
+    statuses: Vec<StatusWrite>,
 }
 
 /// What one ingest stored.
@@ -78,13 +87,40 @@ impl Pipeline {
     }
 
     /// Stores rule changes with the messages announcing them (`rule.*`), in one transaction
-    /// through the same writer and relay as events.
-    pub async fn record_rules(&self, rules: Vec<RuleWrite>, messages: Vec<Message>) -> Result<(), Arc<StoreError>> {
+    /// through the same writer and relay as events. False, storing nothing, when it creates a
+    /// rule ([`RuleWrite::Create`]) whose ref exists.
+    pub async fn record_rules(&self, rules: Vec<RuleWrite>, messages: Vec<Message>) -> Result<bool, Arc<StoreError>> {
         let has_messages = !messages.is_empty();
-        self.committer.commit(Commit { rules, outbox: messages, ..Commit::default() }).await?;
+        let written = self.committer.commit(Commit { rules, outbox: messages, ..Commit::default() }).await?;
+        if written != Written::Stored {
+            return Ok(false);
+        }
         if has_messages {
             self.outbox_written.notify_one();
         }
+        Ok(true)
+    }
+
+    /// Stores sensor status changes and the messages announcing them, under `fence` when given,
+    /// through the same writer and relay as events.
+    pub async fn record_status(
+        &self,
+        statuses: Vec<StatusWrite>,
+        messages: Vec<Message>,
+        fence: Option<Fence>,
+    ) -> Result<Written, Arc<StoreError>> {
+        let has_messages = !messages.is_empty();
+        let written = self.committer.commit(Commit { statuses, outbox: messages, fence, ..Commit::default() }).await?;
+        if has_messages && written == Written::Stored {
+            self.outbox_written.notify_one();
+        }
+        Ok(written)
+    }
+
+    /// Stores a message for the bus alone (an announcement to the other hosts).
+    pub async fn announce(&self, message: Message) -> Result<(), Arc<StoreError>> {
+        self.committer.commit(Commit { outbox: vec![message], ..Commit::default() }).await?;
+        self.outbox_written.notify_one();
         Ok(())
     }
 
@@ -108,6 +144,16 @@ impl Pipeline {
             .collect()
     }
 
+    /// Refs of the enabled rules on a timer trigger.
+    pub fn timer_rules(&self) -> Vec<String> {
+        let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
+        rules
+            .iter()
+            .filter(|r| r.enabled() && attune_timers::is_timer_trigger(r.trigger()))
+            .map(|r| r.rule_ref().to_string())
+            .collect()
+    }
+
     /// Refs of every rule, enabled or not.
     pub fn rule_refs(&self) -> Vec<String> {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).iter().map(|r| r.rule_ref().to_string()).collect()
@@ -126,7 +172,22 @@ impl Pipeline {
         payloads: impl IntoIterator<Item = P>,
         state: Option<(String, StateDelta)>,
     ) -> Result<Ingested, IngestError> {
-        Ok(self.ingest_with(source, payloads, state, |_| None).await?.0)
+        Ok(self.ingest_with(source, payloads, state, None, |_| None).await?.0)
+    }
+
+    /// [`Pipeline::ingest`] for work a host owns (a sensor's poll, a timer's fire): stored only
+    /// while `fence` holds, in the same transaction, with `statuses`; else
+    /// [`IngestError::Fenced`].
+    pub async fn ingest_owned<P: Into<Payload>>(
+        &self,
+        source: &Source,
+        payloads: impl IntoIterator<Item = P>,
+        state: Option<(String, StateDelta)>,
+        fence: Fence,
+        statuses: Vec<StatusWrite>,
+    ) -> Result<Ingested, IngestError> {
+        let owned = Owned { fence, statuses };
+        Ok(self.ingest_with(source, payloads, state, Some(owned), |_| None).await?.0)
     }
 
     /// [`Pipeline::ingest`] of a request with a key: `answer` makes the record of what it
@@ -138,7 +199,7 @@ impl Pipeline {
         payloads: impl IntoIterator<Item = P>,
         answer: impl FnOnce(&Ingested) -> ReplayRecord + Send,
     ) -> Result<Option<Ingested>, IngestError> {
-        let (ingested, written) = self.ingest_with(source, payloads, None, |i| Some(answer(i))).await?;
+        let (ingested, written) = self.ingest_with(source, payloads, None, None, |i| Some(answer(i))).await?;
         Ok((written == Written::Stored).then_some(ingested))
     }
 
@@ -147,13 +208,15 @@ impl Pipeline {
         source: &Source,
         payloads: impl IntoIterator<Item = P>,
         state: Option<(String, StateDelta)>,
+        owned: Option<Owned>,
         replay: impl FnOnce(&Ingested) -> Option<ReplayRecord> + Send,
     ) -> Result<(Ingested, Written), IngestError> {
+        let (fence, statuses) = owned.map_or((None, Vec::new()), |o| (Some(o.fence), o.statuses));
         let catalog = self.catalog.current();
         let payloads = payloads.into_iter().map(Into::into).collect();
         let events =
             generator::generate(&catalog, source, payloads).inspect_err(|_| self.metrics.rejected(source.kind()))?;
-        let mut commit = Commit::default();
+        let mut commit = Commit { fence: fence.clone(), statuses, ..Commit::default() };
         if let Some((sensor_ref, delta)) = state {
             commit.sensor_ref = Some(sensor_ref);
             commit.state = delta;
@@ -175,7 +238,12 @@ impl Pipeline {
         commit.events = events;
         let has_messages = !commit.outbox.is_empty();
         let written = self.committer.commit(commit).await.map_err(IngestError::Store)?;
-        if written == Written::Taken {
+        if written != Written::Stored {
+            // Only a commit with a fence can be fenced.
+            if let Some(fence) = fence.filter(|_| written == Written::Fenced) {
+                self.metrics.fence_rejected(source.kind());
+                return Err(IngestError::Fenced(fence));
+            }
             return Ok((ingested, written));
         }
         if has_messages {

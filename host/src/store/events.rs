@@ -11,14 +11,12 @@ use sqlx::postgres::Postgres;
 use sqlx::sqlite::Sqlite;
 use sqlx::{Database, QueryBuilder};
 
-use super::rules::{DELETE_RULE, RuleWrite, UPSERT_RULE};
+use super::rules::{CREATE_RULE, DELETE_RULE, RuleWrite, StoredRule, UPSERT_RULE};
 use super::sensor_state::{DELETE_STATE, UPSERT_STATE};
-use super::sql::{Bind, PgStore, ROWS_PER_INSERT, SqliteStore};
-use super::{Message, OutboxRow, ReplayRecord, StoreError, Written};
+use super::sensor_status::{RESTART_STATUS, StatusWrite, UPSERT_STATUS};
+use super::sql::{Bind, MAX_PAGE, PgStore, ROWS_PER_INSERT, SqliteStore, db_now};
+use super::{Fence, Message, OutboxRow, ReplayRecord, StoreError, Written};
 use crate::sandbox::StateDelta;
-
-/// Most rows one list query returns, whatever its `limit`.
-pub(super) const MAX_PAGE: u32 = 1_000;
 
 /// A stored event: one payload, accepted for one trigger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -112,6 +110,11 @@ pub struct Commit {
     /// Rule changes, written with the `rule.*` messages that announce them in `outbox`: a
     /// change is never stored without its announcement, nor announced without being stored.
     pub rules: Vec<RuleWrite>,
+    /// The ownership of the sensor or timer these writes are for: nothing of them is written
+    /// unless it still holds (see `membership.rs`).
+    pub fence: Option<Fence>,
+    /// Sensor status changes (see `sensor_status.rs`).
+    pub statuses: Vec<StatusWrite>,
 }
 
 /// A page of a list query, newest first. `before` is an id cursor from the previous page.
@@ -135,8 +138,9 @@ pub trait EventStore: Send + Sync {
     /// commit, in order: a commit whose replay key was taken writes nothing.
     async fn write(&self, commits: &[Commit]) -> Result<Vec<Written>, StoreError>;
 
-    /// Oldest unpublished outbox rows first.
-    async fn unpublished(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Claims unpublished outbox rows for host `claimer`, oldest first, so that each is
+    /// published by one host; rows claimed by a host whose lease ended are claimed again.
+    async fn claim_unpublished(&self, claimer: &str, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
     /// Marks rows published; called only after the broker confirmed them.
     async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
     async fn outbox_backlog(&self) -> Result<i64, StoreError>;
@@ -224,8 +228,21 @@ macro_rules! select_events {
 
 const LIST_ENFORCEMENTS: &str = "SELECT id, rule_ref, event_id, trigger_ref, action_ref, parameters, status, error, \
                                  created_at FROM enforcements WHERE 1 = 1";
-const UNPUBLISHED: &str =
-    "SELECT id, message_id, routing_key, body FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1";
+/// Claims up to `$2` unpublished rows for host `$1`: rows nobody claimed, its own, and those of
+/// hosts whose lease ended. On PostgreSQL, rows another host is claiming right now are skipped.
+macro_rules! claim_unpublished {
+    ($dialect:ident, $skip_locked:literal) => {
+        concat!(
+            "UPDATE outbox SET claimed_by = $1 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL \
+             AND (claimed_by IS NULL OR claimed_by = $1 OR claimed_by NOT IN \
+             (SELECT id FROM hosts WHERE lease_until > ",
+            db_now!($dialect),
+            ")) ORDER BY id LIMIT $2",
+            $skip_locked,
+            ") RETURNING id, message_id, routing_key, body"
+        )
+    };
+}
 const OUTBOX_BACKLOG: &str = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL";
 
 fn insert_events<DB>(events: &[&EventRecord]) -> QueryBuilder<DB>
@@ -336,14 +353,53 @@ where
     query
 }
 
+/// `statement` (`$1` ref .. `$6` time) for `rule`, written at `now`.
+fn rule_query<'q, DB>(statement: &'q str, rule: &'q StoredRule, now: i64) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    String: Bind<DB>,
+    Option<String>: Bind<DB>,
+    bool: Bind<DB>,
+    i64: Bind<DB>,
+{
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(rule.rule_ref.clone())
+        .bind(rule.pack_ref.clone())
+        .bind(rule.trigger_ref.clone())
+        .bind(rule.enabled)
+        .bind(rule.spec.to_string())
+        .bind(now)
+}
+
 macro_rules! impl_event_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $dialect:ident, $skip_locked:literal) => {
         #[async_trait::async_trait]
         impl EventStore for $store {
             async fn write(&self, commits: &[Commit]) -> Result<Vec<Written>, StoreError> {
-                let mut tx = self.pool.begin().await?;
-                // A commit whose replay key is taken writes nothing (see `replays.rs`).
-                let outcome = Self::claim_replays(&mut tx, commits).await?;
+                let mut tx = self.begin_write().await?;
+                // A commit whose fence no longer holds (see `membership.rs`) or whose replay key
+                // is taken (see `replays.rs`) writes nothing.
+                let mut outcome = vec![Written::Stored; commits.len()];
+                for (commit, written) in commits.iter().zip(outcome.iter_mut()) {
+                    if let Some(fence) = &commit.fence
+                        && !Self::fence_holds(&mut *tx, fence).await?
+                    {
+                        *written = Written::Fenced;
+                    }
+                }
+                Self::claim_replays(&mut tx, commits, &mut outcome).await?;
+                // A rule created here exists nowhere else: a commit creating a taken ref is taken.
+                let now = super::now_micros();
+                for (commit, written) in commits.iter().zip(outcome.iter_mut()) {
+                    for write in &commit.rules {
+                        if let RuleWrite::Create(rule) = write
+                            && *written == Written::Stored
+                            && rule_query(CREATE_RULE, rule, now).execute(&mut *tx).await?.rows_affected() == 0
+                        {
+                            *written = Written::Taken;
+                        }
+                    }
+                }
                 let kept: Vec<&Commit> =
                     commits.iter().zip(&outcome).filter(|(_, w)| **w == Written::Stored).map(|(c, _)| c).collect();
                 let commits = kept.as_slice();
@@ -370,19 +426,14 @@ macro_rules! impl_event_store {
                     .flat_map(|c| &c.outbox)
                     .filter(|m| !rows.contains(m.message_id.as_str()) || written.contains(&m.message_id))
                     .collect();
-                let now = super::now_micros();
                 for chunk in outbox.chunks(ROWS_PER_INSERT) {
                     insert_outbox::<$db>(chunk, now).build().execute(&mut *tx).await?;
                 }
                 for write in commits.iter().flat_map(|c| &c.rules) {
                     let query = match write {
-                        RuleWrite::Upsert(rule) => sqlx::query(UPSERT_RULE)
-                            .bind(&rule.rule_ref)
-                            .bind(&rule.pack_ref)
-                            .bind(&rule.trigger_ref)
-                            .bind(rule.enabled)
-                            .bind(rule.spec.to_string())
-                            .bind(now),
+                        RuleWrite::Upsert(rule) => rule_query(UPSERT_RULE, rule, now),
+                        // Written before everything else, above.
+                        RuleWrite::Create(_) => continue,
                         RuleWrite::Delete(rule_ref) => sqlx::query(DELETE_RULE).bind(rule_ref),
                     };
                     query.execute(&mut *tx).await?;
@@ -397,6 +448,23 @@ macro_rules! impl_event_store {
                         write.execute(&mut *tx).await?;
                     }
                 }
+                for write in commits.iter().flat_map(|c| &c.statuses) {
+                    let query = match write {
+                        StatusWrite::Snapshot(s) => sqlx::query(UPSERT_STATUS)
+                            .bind(&s.sensor_ref)
+                            .bind(&s.state)
+                            .bind(&s.last_error)
+                            .bind(&s.last_failure_reason)
+                            .bind(s.consecutive_failures)
+                            .bind(s.polls)
+                            .bind(s.failures)
+                            .bind(s.events)
+                            .bind(s.fuel_used)
+                            .bind(now),
+                        StatusWrite::Restart(sensor_ref) => sqlx::query(RESTART_STATUS).bind(sensor_ref).bind(now),
+                    };
+                    query.execute(&mut *tx).await?;
+                }
                 let published: Vec<i64> = commits.iter().flat_map(|c| c.published.iter().copied()).collect();
                 for chunk in published.chunks(ROWS_PER_INSERT) {
                     mark_outbox_published::<$db>(chunk, now).build().execute(&mut *tx).await?;
@@ -405,9 +473,14 @@ macro_rules! impl_event_store {
                 Ok(outcome)
             }
 
-            async fn unpublished(&self, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
-                let rows: Vec<UnpublishedRow> =
-                    sqlx::query_as(UNPUBLISHED).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+            async fn claim_unpublished(&self, claimer: &str, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+                let mut rows: Vec<UnpublishedRow> = sqlx::query_as(claim_unpublished!($dialect, $skip_locked))
+                    .bind(claimer)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                // RETURNING has no order.
+                rows.sort_unstable_by_key(|row| row.id);
                 rows.into_iter().map(OutboxRow::try_from).collect()
             }
 
@@ -441,8 +514,8 @@ macro_rules! impl_event_store {
     };
 }
 
-impl_event_store!(SqliteStore, Sqlite);
-impl_event_store!(PgStore, Postgres);
+impl_event_store!(SqliteStore, Sqlite, Sqlite, "");
+impl_event_store!(PgStore, Postgres, Postgres, " FOR UPDATE SKIP LOCKED");
 
 #[cfg(test)]
 mod tests {

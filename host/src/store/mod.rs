@@ -8,9 +8,11 @@
 //! | rules | [`RuleStore`] | `rules.rs` |
 //! | API tokens | [`ApiTokenStore`] | `tokens.rs` |
 //! | sensor state | [`SensorStateStore`] | `sensor_state.rs` |
+//! | sensor status (state, last error, counters) | [`SensorStatusStore`] | `sensor_status.rs` |
 //! | timer state | [`TimerStateStore`] | `timer_state.rs` |
 //! | first answers to repeatable requests | [`ReplayStore`] | `replays.rs` |
 //! | deleting what is past retention | [`RetentionStore`] | `retention.rs` |
+//! | hosts' leases, who owns which sensor and timer | [`MembershipStore`] | `membership.rs` |
 //! | connections, migrations, readiness | [`Store`] | `sql.rs` |
 //!
 //! Writes from the pipeline arrive as [`Commit`]s: a poll's events, the sensor's state writes,
@@ -20,10 +22,12 @@
 
 mod events;
 mod group;
+mod membership;
 mod replays;
 mod retention;
 mod rules;
 mod sensor_state;
+mod sensor_status;
 mod sql;
 mod timer_state;
 mod tokens;
@@ -35,10 +39,12 @@ pub use events::{
     Commit, EnforcementRecord, EnforcementStatus, EventRecord, EventStore, ListFilter, UnknownEnforcementStatus,
 };
 pub use group::GroupCommitter;
+pub use membership::{Fence, HostRecord, MembershipStore, OwnershipRecord, PackCopies, WorkKind};
 pub use replays::{PRUNE_BATCH, RETENTION_MICROS, ReplayRecord, ReplayStore, Written};
 pub use retention::{Pruned, RetentionStore};
 pub use rules::{RulePage, RuleStore, RuleWrite, StoredRule};
 pub use sensor_state::SensorStateStore;
+pub use sensor_status::{SensorStatusRecord, SensorStatusStore, StatusWrite};
 pub use sql::{PgStore, SqliteStore};
 pub use timer_state::{TimerStateRecord, TimerStateStore};
 pub use tokens::{ApiTokenRecord, ApiTokenStore};
@@ -57,6 +63,8 @@ pub enum StoreError {
     Url(String),
     #[error("the store's writer has stopped")]
     Closed,
+    #[error("the store did not answer in time ({0})")]
+    Timeout(&'static str),
 }
 
 /// The whole storage interface: every concern's trait, plus what concerns the database itself.
@@ -69,9 +77,11 @@ pub trait Store:
     + RuleStore
     + ApiTokenStore
     + SensorStateStore
+    + SensorStatusStore
     + TimerStateStore
     + ReplayStore
     + RetentionStore
+    + MembershipStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -86,18 +96,21 @@ pub trait Store:
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// The store as the bus relay's outbox: reads directly, marks through the group committer.
+/// The store as the bus relay's outbox: claims rows for this host directly, marks them through
+/// the group committer.
 #[derive(Debug, Clone)]
 pub struct StoreOutbox {
     pub store: Arc<dyn Store>,
     pub committer: GroupCommitter,
+    /// The claimer of the rows this relay publishes.
+    pub host_id: String,
 }
 
 impl attune_bus::Outbox for StoreOutbox {
     type Error = Arc<StoreError>;
 
     async fn fetch_unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>, Arc<StoreError>> {
-        self.store.unpublished(u32::try_from(limit).unwrap_or(u32::MAX)).await.map_err(Arc::new)
+        self.store.claim_unpublished(&self.host_id, u32::try_from(limit).unwrap_or(u32::MAX)).await.map_err(Arc::new)
     }
 
     async fn mark_published(&self, ids: &[i64]) -> Result<(), Arc<StoreError>> {

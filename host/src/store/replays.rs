@@ -48,6 +48,8 @@ pub enum Written {
     Stored,
     /// Its replay key was taken already: nothing of it was written.
     Taken,
+    /// Its fence no longer holds (another host owns its work now): nothing of it was written.
+    Fenced,
 }
 
 /// Recorded answers. They are written with the events they answer for, through
@@ -73,17 +75,22 @@ const PRUNE_REPLAYS_PG: &str = "DELETE FROM replays WHERE (scope, key) IN (SELEC
 macro_rules! impl_replay_store {
     ($store:ty, $db:ty, $prune:expr) => {
         impl $store {
-            /// Claims the replay keys of `commits` in `tx` (see the module docs) and prunes a
-            /// batch of expired records; returns what becomes of each commit, in order.
+            /// Claims the replay keys of the `commits` still to be stored in `tx` (see the module
+            /// docs), marking in `written` those whose key was taken, and prunes a batch of
+            /// expired records.
             pub(super) async fn claim_replays(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 commits: &[Commit],
-            ) -> Result<Vec<Written>, StoreError> {
-                let mut written = vec![Written::Stored; commits.len()];
-                let mut claims: Vec<(usize, &ReplayRecord)> =
-                    commits.iter().enumerate().filter_map(|(i, c)| Some((i, c.replay.as_ref()?))).collect();
+                written: &mut [Written],
+            ) -> Result<(), StoreError> {
+                let mut claims: Vec<(usize, &ReplayRecord)> = commits
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| written[*i] == Written::Stored)
+                    .filter_map(|(i, c)| Some((i, c.replay.as_ref()?)))
+                    .collect();
                 if claims.is_empty() {
-                    return Ok(written);
+                    return Ok(());
                 }
                 claims.sort_by(|(_, a), (_, b)| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
                 for (index, record) in claims {
@@ -102,7 +109,7 @@ macro_rules! impl_replay_store {
                 }
                 let before = super::now_micros() - RETENTION_MICROS;
                 sqlx::query($prune).bind(before).bind(PRUNE_BATCH).execute(&mut **tx).await?;
-                Ok(written)
+                Ok(())
             }
         }
 

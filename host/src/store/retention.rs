@@ -46,7 +46,7 @@ macro_rules! impl_retention_store {
         #[async_trait::async_trait]
         impl RetentionStore for $store {
             async fn prune(&self, before: i64, batch: i64) -> Result<Pruned, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 // Enforcements first: they refer to their events.
                 let enforcements =
                     sqlx::query(PRUNE_ENFORCEMENTS).bind(before).bind(batch).execute(&mut *tx).await?.rows_affected();

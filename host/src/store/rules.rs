@@ -22,6 +22,9 @@ pub struct StoredRule {
 pub enum RuleWrite {
     /// Insert the rule, or replace the one with its ref.
     Upsert(StoredRule),
+    /// Insert the rule unless one with its ref exists (on any host): then nothing of its
+    /// commit is written, which is [`Written::Taken`](super::Written::Taken).
+    Create(StoredRule),
     /// Delete the rule with this ref, if there is one.
     Delete(String),
 }
@@ -84,6 +87,8 @@ pub(super) const UPSERT_RULE: &str = "INSERT INTO rules (ref, pack_ref, trigger_
                            ON CONFLICT (ref) DO UPDATE SET pack_ref = excluded.pack_ref, \
                            trigger_ref = excluded.trigger_ref, enabled = excluded.enabled, spec = excluded.spec, \
                            updated_at = excluded.updated_at";
+pub(super) const CREATE_RULE: &str = "INSERT INTO rules (ref, pack_ref, trigger_ref, enabled, spec, created_at, updated_at) \
+                                      VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (ref) DO NOTHING";
 pub(super) const DELETE_RULE: &str = "DELETE FROM rules WHERE ref = $1";
 
 /// The query of a [`RulePage`].
@@ -107,7 +112,7 @@ where
     if let Some(enabled) = page.enabled {
         query.push(" AND enabled = ").push_bind(enabled);
     }
-    query.push(" ORDER BY ref LIMIT ").push_bind(i64::from(page.limit.clamp(1, super::events::MAX_PAGE)));
+    query.push(" ORDER BY ref LIMIT ").push_bind(i64::from(page.limit.clamp(1, super::sql::MAX_PAGE)));
     query
 }
 

@@ -16,6 +16,21 @@ use sqlx::{Database, Type};
 
 use super::{Store, StoreError};
 
+/// The database's clock in Unix microseconds, as SQL of each dialect: leases and claims are
+/// compared on one clock, whatever the hosts' clocks say.
+macro_rules! db_now {
+    (Sqlite) => {
+        "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
+    };
+    (Postgres) => {
+        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
+    };
+}
+pub(super) use db_now;
+
+/// Most rows one list query returns, whatever its `limit`.
+pub(super) const MAX_PAGE: u32 = 1_000;
+
 /// Rows per multi-row INSERT: well under both databases' bind-parameter limits.
 pub(super) const ROWS_PER_INSERT: usize = 500;
 
@@ -45,6 +60,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(Self { pool })
+    }
+}
+
+impl SqliteStore {
+    /// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`): one that
+    /// reads first (a fence, a replay key) would otherwise fail with `SQLITE_BUSY_SNAPSHOT`
+    /// when another connection wrote in between, which waiting does not cure.
+    pub(super) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 }
 
@@ -79,6 +103,11 @@ impl PgStore {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// A write transaction (PostgreSQL's row locks order writers; see [`SqliteStore::begin_write`]).
+    pub(super) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
     }
 
     /// Runs one statement outside a transaction (e.g. `CREATE DATABASE`, for test set-up).

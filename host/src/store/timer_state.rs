@@ -1,7 +1,7 @@
 //! Timer state: where each timer rule's schedule stands.
 
-use super::StoreError;
 use super::sql::{PgStore, SqliteStore};
+use super::{Fence, StoreError};
 
 /// Where a timer stands, so a restart neither repeats nor loses a fire. Times in Unix microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
@@ -12,11 +12,29 @@ pub struct TimerStateRecord {
     pub execution_count: i64,
 }
 
+#[derive(sqlx::FromRow)]
+struct TimerStateRow {
+    rule_ref: String,
+    next_fire_at: Option<i64>,
+    last_fire_at: Option<i64>,
+    last_scheduled_at: Option<i64>,
+    execution_count: i64,
+}
+
 /// Timer rules' schedules.
 #[async_trait::async_trait]
 pub trait TimerStateStore: Send + Sync {
     async fn timer_state(&self, rule_ref: &str) -> Result<Option<TimerStateRecord>, StoreError>;
-    async fn save_timer_state(&self, rule_ref: &str, state: &TimerStateRecord) -> Result<(), StoreError>;
+    /// Saves the state of the timer of `rule_ref` while `fence` holds; false (nothing saved)
+    /// once it does not.
+    async fn save_timer_state(
+        &self,
+        rule_ref: &str,
+        state: &TimerStateRecord,
+        fence: &Fence,
+    ) -> Result<bool, StoreError>;
+    /// Every stored timer state, by rule ref (`GET /timers`).
+    async fn timer_states(&self) -> Result<Vec<(String, TimerStateRecord)>, StoreError>;
     async fn delete_timer_state(&self, rule_ref: &str) -> Result<(), StoreError>;
 }
 
@@ -28,6 +46,8 @@ const SAVE_TIMER_STATE: &str = "INSERT INTO timer_state \
                                 next_fire_at = excluded.next_fire_at, last_fire_at = excluded.last_fire_at, \
                                 last_scheduled_at = excluded.last_scheduled_at, \
                                 execution_count = excluded.execution_count, updated_at = excluded.updated_at";
+const TIMER_STATES: &str = "SELECT rule_ref, next_fire_at, last_fire_at, last_scheduled_at, execution_count \
+                            FROM timer_state ORDER BY rule_ref";
 const DELETE_TIMER_STATE: &str = "DELETE FROM timer_state WHERE rule_ref = $1";
 
 macro_rules! impl_timer_state_store {
@@ -38,7 +58,16 @@ macro_rules! impl_timer_state_store {
                 Ok(sqlx::query_as(TIMER_STATE).bind(rule_ref).fetch_optional(&self.pool).await?)
             }
 
-            async fn save_timer_state(&self, rule_ref: &str, state: &TimerStateRecord) -> Result<(), StoreError> {
+            async fn save_timer_state(
+                &self,
+                rule_ref: &str,
+                state: &TimerStateRecord,
+                fence: &Fence,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                if !Self::fence_holds(&mut *tx, fence).await? {
+                    return Ok(false);
+                }
                 sqlx::query(SAVE_TIMER_STATE)
                     .bind(rule_ref)
                     .bind(state.next_fire_at)
@@ -46,9 +75,22 @@ macro_rules! impl_timer_state_store {
                     .bind(state.last_scheduled_at)
                     .bind(state.execution_count)
                     .bind(super::now_micros())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(())
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn timer_states(&self) -> Result<Vec<(String, TimerStateRecord)>, StoreError> {
+                let rows: Vec<TimerStateRow> = sqlx::query_as(TIMER_STATES).fetch_all(&self.pool).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| {
+                        let TimerStateRow { rule_ref, next_fire_at, last_fire_at, last_scheduled_at, execution_count } =
+                            r;
+                        (rule_ref, TimerStateRecord { next_fire_at, last_fire_at, last_scheduled_at, execution_count })
+                    })
+                    .collect())
             }
 
             async fn delete_timer_state(&self, rule_ref: &str) -> Result<(), StoreError> {

@@ -159,6 +159,21 @@ async fn remove_stops_the_timer_and_keeps_its_count() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn release_stops_the_timer_and_leaves_its_state_for_the_next_owner() {
+    let h = Harness::new("2026-01-01T00:00:00Z");
+    h.upsert("r", INTERVAL_TRIGGER, json!({"interval": 1})).await;
+    run_for(3.5).await;
+    let saved = h.store.get("r").unwrap();
+    assert!(h.handle.release("r").await.unwrap());
+    assert_eq!(h.handle.len(), 0);
+    run_for(5.0).await;
+    assert_eq!(h.scheduled("r").len(), 3, "no fire after release");
+    // Unlike `remove`, the next planned instant stays: the next owner goes on from it.
+    assert_eq!(h.store.get("r"), Some(saved));
+    assert_eq!(saved.next_fire_at, Some(at("2026-01-01T00:00:04Z")));
+}
+
+#[tokio::test(start_paused = true)]
 async fn one_shot_fires_once() {
     let h = Harness::new("2026-01-01T00:00:00Z");
     h.upsert("once", DATETIME_TRIGGER, json!({"fire_at": "2026-01-01T00:00:30+01:00"})).await;

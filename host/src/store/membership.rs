@@ -1,0 +1,351 @@
+//! Hosts and who owns what (spec section 7): each host's lease, renewed on the database's clock,
+//! and each sensor's and timer's owner with its fencing token. The fence itself is checked by
+//! the writes it guards, in their own transactions (`events.rs`, `timer_state.rs`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::StoreError;
+use super::sql::{PgStore, SqliteStore, db_now};
+
+/// What a host may own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkKind {
+    Sensor,
+    Timer,
+}
+
+impl WorkKind {
+    pub const ALL: [WorkKind; 2] = [WorkKind::Sensor, WorkKind::Timer];
+
+    /// The stored text: `sensor` or `timer`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WorkKind::Sensor => "sensor",
+            WorkKind::Timer => "timer",
+        }
+    }
+}
+
+/// The right to write for one piece of work: its owner and generation when the owner took it. A
+/// write carrying a fence is refused unless the store still records exactly this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub kind: WorkKind,
+    /// Sensor ref or timer rule ref.
+    pub item: String,
+    pub owner: String,
+    pub generation: i64,
+}
+
+/// A live host, as `GET /hosts` shows it. Times in Unix microseconds, on the database's clock.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HostRecord {
+    pub id: String,
+    pub listen: String,
+    pub started_at: i64,
+    pub last_seen: i64,
+}
+
+/// One piece of work and its owner.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OwnershipRecord {
+    pub item: String,
+    /// `None` once released, or before anyone took it.
+    pub owner: Option<String>,
+    pub generation: i64,
+}
+
+/// The packs hosts hold: the registered copy of each pack, and each host's copies, by fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackCopies {
+    /// Pack ref -> the fingerprint registered last.
+    pub registered: HashMap<String, String>,
+    /// Host id -> pack ref -> the fingerprint of that host's copy.
+    pub hosts: HashMap<String, HashMap<String, String>>,
+}
+
+impl PackCopies {
+    /// The packs of which `host` holds a copy other than the registered one.
+    pub fn mismatched(&self, host: &str) -> BTreeSet<String> {
+        let Some(copies) = self.hosts.get(host) else { return BTreeSet::new() };
+        copies
+            .iter()
+            .filter(|(pack, fingerprint)| self.registered.get(*pack).is_some_and(|r| r != *fingerprint))
+            .map(|(pack, _)| pack.clone())
+            .collect()
+    }
+
+    /// Whether `host` may run a sensor of `pack`: its copy is the registered one (or no copy of
+    /// the pack was ever registered, when there is nothing to compare).
+    pub fn runs(&self, host: &str, pack: &str) -> bool {
+        match self.registered.get(pack) {
+            Some(registered) => self.hosts.get(host).and_then(|c| c.get(pack)) == Some(registered),
+            None => true,
+        }
+    }
+}
+
+/// Hosts' leases and the ownership of work. A host is live while its lease lasts.
+#[async_trait::async_trait]
+pub trait MembershipStore: Send + Sync {
+    /// Registers run `incarnation` of host `id` with a lease of `lease`, and gives up whatever an
+    /// earlier run of `id` owned (its fences no longer hold). False, changing nothing, while
+    /// another run of `id` holds a lease.
+    async fn join(&self, id: &str, incarnation: &str, listen: &str, lease: Duration) -> Result<bool, StoreError>;
+    /// Extends the lease of this run to `lease` from now. False when the row is another run's:
+    /// this one was taken for dead and replaced.
+    async fn renew(&self, id: &str, incarnation: &str, lease: Duration) -> Result<bool, StoreError>;
+    /// Ends the lease of this run now and releases everything it owns (a graceful stop).
+    async fn leave(&self, id: &str, incarnation: &str) -> Result<(), StoreError>;
+    /// Hosts whose lease lasts, by id.
+    async fn live_hosts(&self) -> Result<Vec<HostRecord>, StoreError>;
+    /// Records pieces of work of `kind` that have no row yet (no owner).
+    async fn register(&self, kind: WorkKind, items: &[String]) -> Result<(), StoreError>;
+    /// Every piece of work of `kind`, by item.
+    async fn ownership(&self, kind: WorkKind) -> Result<Vec<OwnershipRecord>, StoreError>;
+    /// Makes `owner` the owner of `item` with the next generation, if it has no owner or its
+    /// owner's lease has ended. The new generation, or `None` when someone live holds it.
+    async fn acquire(&self, kind: WorkKind, item: &str, owner: &str) -> Result<Option<i64>, StoreError>;
+    /// Gives `item` up, if `fence` still holds it. False when it did not.
+    async fn release(&self, fence: &Fence) -> Result<bool, StoreError>;
+    /// Records `host`'s copies of its packs (ref, fingerprint), replacing what it recorded
+    /// before; each becomes the registered copy if its pack has none yet, or if `register`.
+    async fn record_packs(&self, host: &str, packs: &[(String, String)], register: bool) -> Result<(), StoreError>;
+    /// The registered copies and every host's copies.
+    async fn pack_copies(&self) -> Result<PackCopies, StoreError>;
+}
+
+/// `$1` id, `$2` incarnation, `$3` listen, `$4` lease µs; replaces only an expired row.
+macro_rules! join_sql {
+    ($dialect:ident) => {
+        concat!(
+            "INSERT INTO hosts (id, incarnation, listen, started_at, last_seen, lease_until) VALUES ($1, $2, $3, ",
+            db_now!($dialect),
+            ", ",
+            db_now!($dialect),
+            ", ",
+            db_now!($dialect),
+            " + $4) ON CONFLICT (id) DO UPDATE SET incarnation = excluded.incarnation, listen = excluded.listen, \
+             started_at = excluded.started_at, last_seen = excluded.last_seen, lease_until = excluded.lease_until \
+             WHERE hosts.lease_until <= ",
+            db_now!($dialect)
+        )
+    };
+}
+
+macro_rules! impl_membership_store {
+    ($store:ty, $dialect:ident, $share:literal) => {
+        impl $store {
+            /// Whether `fence` holds, read in `tx` and kept until it ends: on PostgreSQL the row
+            /// is share-locked, so no takeover commits between this check and the write it guards.
+            pub(super) async fn fence_holds<'c, E>(executor: E, fence: &Fence) -> Result<bool, StoreError>
+            where
+                E: sqlx::Executor<'c, Database = sqlx::$dialect>,
+            {
+                let held: Option<i32> = sqlx::query_scalar(concat!(
+                    "SELECT 1 FROM ownership WHERE kind = $1 AND item = $2 AND owner = $3 AND generation = $4",
+                    $share
+                ))
+                .bind(fence.kind.as_str())
+                .bind(&fence.item)
+                .bind(&fence.owner)
+                .bind(fence.generation)
+                .fetch_optional(executor)
+                .await?;
+                Ok(held.is_some())
+            }
+
+            /// Releases everything host `id` owns, in `tx`.
+            async fn release_all_of(
+                tx: &mut sqlx::Transaction<'static, sqlx::$dialect>,
+                id: &str,
+            ) -> Result<(), StoreError> {
+                sqlx::query(concat!("UPDATE ownership SET owner = NULL, changed_at = ", db_now!($dialect), " WHERE owner = $1"))
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl MembershipStore for $store {
+            async fn join(
+                &self,
+                id: &str,
+                incarnation: &str,
+                listen: &str,
+                lease: Duration,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let joined = sqlx::query(join_sql!($dialect))
+                    .bind(id)
+                    .bind(incarnation)
+                    .bind(listen)
+                    .bind(micros(lease))
+                    .execute(&mut *tx)
+                    .await?;
+                if joined.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                Self::release_all_of(&mut tx, id).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn renew(&self, id: &str, incarnation: &str, lease: Duration) -> Result<bool, StoreError> {
+                let renewed = sqlx::query(concat!(
+                    "UPDATE hosts SET last_seen = ",
+                    db_now!($dialect),
+                    ", lease_until = ",
+                    db_now!($dialect),
+                    " + $3 WHERE id = $1 AND incarnation = $2"
+                ))
+                .bind(id)
+                .bind(incarnation)
+                .bind(micros(lease))
+                .execute(&self.pool)
+                .await?;
+                Ok(renewed.rows_affected() == 1)
+            }
+
+            async fn leave(&self, id: &str, incarnation: &str) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                let left = sqlx::query(concat!(
+                    "UPDATE hosts SET lease_until = ",
+                    db_now!($dialect),
+                    " WHERE id = $1 AND incarnation = $2"
+                ))
+                .bind(id)
+                .bind(incarnation)
+                .execute(&mut *tx)
+                .await?;
+                if left.rows_affected() == 1 {
+                    Self::release_all_of(&mut tx, id).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn live_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+                Ok(sqlx::query_as(concat!(
+                    "SELECT id, listen, started_at, last_seen FROM hosts WHERE lease_until > ",
+                    db_now!($dialect),
+                    " ORDER BY id"
+                ))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn register(&self, kind: WorkKind, items: &[String]) -> Result<(), StoreError> {
+                for chunk in items.chunks(super::sql::ROWS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::new("INSERT INTO ownership (kind, item, changed_at) ");
+                    insert.push_values(chunk, |mut row, item| {
+                        row.push_bind(kind.as_str()).push_bind(item.clone()).push(db_now!($dialect));
+                    });
+                    insert.push(" ON CONFLICT (kind, item) DO NOTHING");
+                    insert.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn ownership(&self, kind: WorkKind) -> Result<Vec<OwnershipRecord>, StoreError> {
+                Ok(sqlx::query_as("SELECT item, owner, generation FROM ownership WHERE kind = $1 ORDER BY item")
+                    .bind(kind.as_str())
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn acquire(&self, kind: WorkKind, item: &str, owner: &str) -> Result<Option<i64>, StoreError> {
+                Ok(sqlx::query_scalar(concat!(
+                    "UPDATE ownership SET owner = $3, generation = generation + 1, changed_at = ",
+                    db_now!($dialect),
+                    " WHERE kind = $1 AND item = $2 AND (owner IS NULL OR owner NOT IN \
+                     (SELECT id FROM hosts WHERE lease_until > ",
+                    db_now!($dialect),
+                    ")) RETURNING generation"
+                ))
+                .bind(kind.as_str())
+                .bind(item)
+                .bind(owner)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn record_packs(
+                &self,
+                host: &str,
+                packs: &[(String, String)],
+                register: bool,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM host_packs WHERE host_id = $1").bind(host).execute(&mut *tx).await?;
+                let register_sql = if register {
+                    concat!(
+                        "INSERT INTO pack_versions (pack_ref, fingerprint, registered_by, registered_at) VALUES ($1, $2, $3, ",
+                        db_now!($dialect),
+                        ") ON CONFLICT (pack_ref) DO UPDATE SET fingerprint = excluded.fingerprint, \
+                         registered_by = excluded.registered_by, registered_at = excluded.registered_at"
+                    )
+                } else {
+                    concat!(
+                        "INSERT INTO pack_versions (pack_ref, fingerprint, registered_by, registered_at) VALUES ($1, $2, $3, ",
+                        db_now!($dialect),
+                        ") ON CONFLICT (pack_ref) DO NOTHING"
+                    )
+                };
+                for (pack, fingerprint) in packs {
+                    sqlx::query("INSERT INTO host_packs (host_id, pack_ref, fingerprint) VALUES ($1, $2, $3)")
+                        .bind(host)
+                        .bind(pack)
+                        .bind(fingerprint)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(register_sql).bind(pack).bind(fingerprint).bind(host).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn pack_copies(&self) -> Result<PackCopies, StoreError> {
+                let registered: Vec<(String, String)> =
+                    sqlx::query_as("SELECT pack_ref, fingerprint FROM pack_versions").fetch_all(&self.pool).await?;
+                let copies: Vec<(String, String, String)> =
+                    sqlx::query_as("SELECT host_id, pack_ref, fingerprint FROM host_packs")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let mut hosts: HashMap<String, HashMap<String, String>> = HashMap::new();
+                for (host, pack, fingerprint) in copies {
+                    hosts.entry(host).or_default().insert(pack, fingerprint);
+                }
+                Ok(PackCopies { registered: registered.into_iter().collect(), hosts })
+            }
+
+            async fn release(&self, fence: &Fence) -> Result<bool, StoreError> {
+                let released = sqlx::query(concat!(
+                    "UPDATE ownership SET owner = NULL, changed_at = ",
+                    db_now!($dialect),
+                    " WHERE kind = $1 AND item = $2 AND owner = $3 AND generation = $4"
+                ))
+                .bind(fence.kind.as_str())
+                .bind(&fence.item)
+                .bind(&fence.owner)
+                .bind(fence.generation)
+                .execute(&self.pool)
+                .await?;
+                Ok(released.rows_affected() == 1)
+            }
+        }
+    };
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl_membership_store!(SqliteStore, Sqlite, "");
+impl_membership_store!(PgStore, Postgres, " FOR SHARE");
