@@ -45,26 +45,53 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How a host came to run an item, as its stub saw it when told to start it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// The host held the item at a new generation: it acquired it.
+    Acquired,
+    /// The host held it at the generation it had run it under before (it stopped everything
+    /// when its lease was about to end, and resumed after a renewal).
+    Resumed,
+    /// The host did not hold the item at all when told to start it.
+    NotHeld,
+}
+
+/// Who runs an item, since when, at which generation.
+#[derive(Debug, Clone)]
+struct Runner {
+    host: String,
+    generation: Option<i64>,
+    how: How,
+    since: Instant,
+}
+
 /// Which host runs each item right now, across all stubs; records overlaps.
 #[derive(Debug, Default)]
 struct Registry {
-    running: Mutex<HashMap<(WorkKind, String), String>>,
+    running: Mutex<HashMap<(WorkKind, String), Runner>>,
     /// Items started and stopped, on all hosts since the beginning.
     started: AtomicUsize,
     stopped: AtomicUsize,
+    /// Starts by how; overlaps by how the earlier runner had started.
+    resumed: AtomicUsize,
+    not_held: AtomicUsize,
     overlap_count: AtomicUsize,
-    /// An item started on one host while another still ran it.
+    overlaps_by: Mutex<HashMap<String, usize>>,
+    /// Stops of items the host was not running.
+    stops_not_running: AtomicUsize,
+    /// An item started on one host while another still ran it (the first few).
     overlaps: Mutex<Vec<String>>,
-    /// A start of an item the same host already ran, or a stop of one it did not run.
+    /// A start of an item the same host already ran, or a stop of one it did not run (the first few).
     anomalies: Mutex<Vec<String>>,
 }
 
 impl Registry {
     fn note(list: &Mutex<Vec<String>>, what: String) {
         let mut list = lock(list);
-        if list.len() < 20 {
+        if list.len() < 12 {
             list.push(what);
-        } else if list.len() == 20 {
+        } else if list.len() == 12 {
             list.push("…".into());
         }
     }
@@ -75,27 +102,62 @@ impl Registry {
 struct Stub {
     host: String,
     kind: WorkKind,
+    membership: std::sync::Weak<Membership>,
     items: Mutex<HashSet<String>>,
+    /// The generation each item last ran under here.
+    generations: Mutex<HashMap<String, i64>>,
     registry: Arc<Registry>,
 }
 
 #[async_trait::async_trait]
 impl Work for Stub {
     async fn start(&self, items: &[String]) {
-        self.registry.started.fetch_add(items.len(), Ordering::Relaxed);
+        let registry = &self.registry;
+        registry.started.fetch_add(items.len(), Ordering::Relaxed);
+        let membership = self.membership.upgrade();
         let mut mine = lock(&self.items);
-        let mut running = lock(&self.registry.running);
+        let mut generations = lock(&self.generations);
+        let mut running = lock(&registry.running);
         for item in items {
-            if !mine.insert(item.clone()) {
-                Registry::note(&self.registry.anomalies, format!("{} started {item} twice", self.host));
+            let generation = membership.as_ref().and_then(|m| m.fence(self.kind, item)).map(|f| f.generation);
+            let how = match generation {
+                None => How::NotHeld,
+                Some(g) if generations.get(item) == Some(&g) => How::Resumed,
+                Some(_) => How::Acquired,
+            };
+            match how {
+                How::NotHeld => {
+                    registry.not_held.fetch_add(1, Ordering::Relaxed);
+                    Registry::note(&registry.anomalies, format!("{} told to start {item}, not holding it", self.host));
+                }
+                How::Resumed => {
+                    registry.resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                How::Acquired => {}
             }
-            if let Some(other) = running.insert((self.kind, item.clone()), self.host.clone())
-                && other != self.host
+            if let Some(g) = generation {
+                generations.insert(item.clone(), g);
+            }
+            if !mine.insert(item.clone()) {
+                Registry::note(&registry.anomalies, format!("{} started {item} twice", self.host));
+            }
+            let runner = Runner { host: self.host.clone(), generation, how, since: Instant::now() };
+            if let Some(other) = running.insert((self.kind, item.clone()), runner)
+                && other.host != self.host
             {
-                self.registry.overlap_count.fetch_add(1, Ordering::Relaxed);
+                registry.overlap_count.fetch_add(1, Ordering::Relaxed);
+                *lock(&registry.overlaps_by).entry(format!("{:?}", other.how)).or_default() += 1;
                 Registry::note(
-                    &self.registry.overlaps,
-                    format!("{} {item} started on {} while running on {other}", self.kind.as_str(), self.host),
+                    &registry.overlaps,
+                    format!(
+                        "{} {item}: started on {} ({how:?}, generation {generation:?}) while {} ran it ({:?},                          generation {:?}, for {:.2} s)",
+                        self.kind.as_str(),
+                        self.host,
+                        other.host,
+                        other.how,
+                        other.generation,
+                        other.since.elapsed().as_secs_f64()
+                    ),
                 );
             }
         }
@@ -107,10 +169,11 @@ impl Work for Stub {
         let mut running = lock(&self.registry.running);
         for item in items {
             if !mine.remove(item) {
+                self.registry.stops_not_running.fetch_add(1, Ordering::Relaxed);
                 Registry::note(&self.registry.anomalies, format!("{} stopped {item}, not running it", self.host));
             }
             let key = (self.kind, item.clone());
-            if running.get(&key) == Some(&self.host) {
+            if running.get(&key).is_some_and(|r| r.host == self.host) {
                 running.remove(&key);
             }
         }
@@ -118,16 +181,18 @@ impl Work for Stub {
 }
 
 impl Stub {
-    /// The process died: everything it ran stops with it.
-    fn die(&self) {
+    /// The process died: everything it ran stops with it. How many items it still ran.
+    fn die(&self) -> usize {
         let mut mine = lock(&self.items);
         let mut running = lock(&self.registry.running);
+        let count = mine.len();
         for item in mine.drain() {
             let key = (self.kind, item);
-            if running.get(&key) == Some(&self.host) {
+            if running.get(&key).is_some_and(|r| r.host == self.host) {
                 running.remove(&key);
             }
         }
+        count
     }
 }
 
@@ -192,8 +257,14 @@ impl Sim {
         let mut stubs = Vec::new();
         for kind in WorkKind::ALL {
             membership.set_wanted(kind, self.wanted[&kind].iter().cloned().collect::<BTreeSet<_>>());
-            let stub =
-                Arc::new(Stub { host: id.clone(), kind, items: Mutex::default(), registry: self.registry.clone() });
+            let stub = Arc::new(Stub {
+                host: id.clone(),
+                kind,
+                membership: Arc::downgrade(&membership),
+                items: Mutex::default(),
+                generations: Mutex::default(),
+                registry: self.registry.clone(),
+            });
             let work: Arc<dyn Work> = stub.clone();
             membership.attach(kind, Arc::downgrade(&work));
             stubs.push(stub);
@@ -267,15 +338,15 @@ impl Sim {
         n
     }
 
-    /// What is still off the target: `None` once converged.
-    fn off_target(&self, rows: &HashMap<WorkKind, Vec<OwnershipRecord>>) -> Option<String> {
+    /// What is still off the target, in the store and in the hosts' work: `None` once there.
+    fn off_target(&self, rows: &HashMap<WorkKind, Vec<OwnershipRecord>>) -> (Option<String>, Option<String>) {
         let live = self.live();
-        let mut problems = Vec::new();
+        let (mut store, mut work) = (Vec::new(), Vec::new());
         for kind in WorkKind::ALL {
             let plan = &self.plans[&kind];
             let rows = &rows[&kind];
             if rows.len() != self.wanted[&kind].len() {
-                problems.push(format!("{}: {} rows of {}", kind.as_str(), rows.len(), self.wanted[&kind].len()));
+                store.push(format!("{}: {} rows of {}", kind.as_str(), rows.len(), self.wanted[&kind].len()));
             }
             let mut owned: HashMap<&str, HashSet<&str>> = HashMap::new();
             let (mut unowned, mut dead, mut misplaced) = (0, 0, 0);
@@ -292,7 +363,7 @@ impl Sim {
                 }
             }
             if unowned + dead + misplaced > 0 {
-                problems.push(format!(
+                store.push(format!(
                     "{}: {unowned} unowned, {dead} owned by a dead host, {misplaced} not where assign puts them",
                     kind.as_str()
                 ));
@@ -300,33 +371,47 @@ impl Sim {
             let empty = HashSet::new();
             for host in &self.hosts {
                 let running = lock(&host.stub(kind).items);
-                let store = owned.get(host.id.as_str()).unwrap_or(&empty);
-                if running.len() != store.len() || running.iter().any(|i| !store.contains(i.as_str())) {
-                    problems.push(format!(
-                        "{} {}: runs {}, the store gives it {}",
+                let given = owned.get(host.id.as_str()).unwrap_or(&empty);
+                let extra: Vec<&String> = running.iter().filter(|i| !given.contains(i.as_str())).collect();
+                let missing = given.iter().filter(|i| !running.contains(**i)).count();
+                if !extra.is_empty() || missing > 0 {
+                    let not_held = extra.iter().filter(|i| host.membership.fence(kind, i).is_none()).count();
+                    work.push(format!(
+                        "{} {}: runs {} the store does not give it ({not_held} of them not held either), does not \
+                         run {missing} it is given",
                         host.id,
                         kind.as_str(),
-                        running.len(),
-                        store.len()
+                        extra.len()
                     ));
                 }
             }
         }
-        (!problems.is_empty()).then(|| problems.join("; "))
+        let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join("; "));
+        (join(store), join(work))
     }
 
-    /// Waits until converged; the time since `since`, or what was still off at the time limit.
-    async fn converge(&mut self, since: Instant) -> Result<Duration, String> {
+    /// Waits until the store, then the hosts' work, match the target: the time since `since` for
+    /// each, or what was still off at the time limit.
+    async fn converge(&mut self, since: Instant) -> (Result<Duration, String>, Result<Duration, String>) {
         self.replan();
+        let mut store_done = None;
         loop {
             self.watch_renewals().await;
             let rows = self.ownership().await;
             self.connections().await;
-            match self.off_target(&rows) {
-                None => return Ok(since.elapsed()),
-                Some(off) if since.elapsed() > self.limit => return Err(off),
-                Some(_) => tokio::time::sleep(CHECK_EVERY).await,
+            let (store, work) = self.off_target(&rows);
+            if store.is_none() && store_done.is_none() {
+                store_done = Some(since.elapsed());
             }
+            if store.is_none() && work.is_none() {
+                let done = since.elapsed();
+                return (Ok(store_done.unwrap_or(done)), Ok(done));
+            }
+            if since.elapsed() > self.limit {
+                let work = work.unwrap_or_else(|| "the store is not there yet".into());
+                return (store_done.ok_or_else(|| store.unwrap_or_default()), Err(work));
+            }
+            tokio::time::sleep(CHECK_EVERY).await;
         }
     }
 
@@ -335,14 +420,27 @@ impl Sim {
     }
 
     /// Runs one phase: `change` (which may add or remove hosts), then waits for convergence.
-    /// Returns a table row.
-    async fn phase(&mut self, name: String, ideal: String, change: Change) -> [String; 8] {
+    /// Returns a table row, and what was off when it did not converge.
+    async fn phase(&mut self, name: String, ideal: String, change: Change) -> ([String; 9], Vec<String>) {
         let before_rows = self.ownership().await;
         let before = owners(&before_rows);
-        let (starts, stops, overlaps, live_before) = (self.starts(), self.stops(), self.overlaps(), self.live());
+        let counters = |sim: &Self| {
+            let r = &sim.registry;
+            [
+                sim.starts(),
+                sim.stops(),
+                sim.overlaps(),
+                r.not_held.load(Ordering::Relaxed),
+                r.resumed.load(Ordering::Relaxed),
+                r.stops_not_running.load(Ordering::Relaxed),
+            ]
+        };
+        let (c0, live_before) = (counters(self), self.live());
         self.reset_renewals().await;
+        let (cpu0, machine0) = (cpu_seconds(&[std::process::id() as i32]), machine_jiffies());
         let t = Instant::now();
         let mut gone = None;
+        let mut still_ran = 0;
         match change {
             Change::Start => self.run(),
             Change::Join(index) => {
@@ -355,14 +453,16 @@ impl Sim {
                     host.membership.leave().await;
                 }
                 stop(&mut host).await;
-                // A killed process runs nothing any more; one that left stopped everything.
-                for stub in &host.stubs {
-                    stub.die();
-                }
+                // A killed process runs nothing any more; one that left should have stopped
+                // everything already.
+                still_ran = host.stubs.iter().map(|s| s.die()).sum::<usize>();
                 gone = Some(host);
             }
         }
-        let converged = self.converge(t).await;
+        let (store, work) = self.converge(t).await;
+        let wall = t.elapsed().as_secs_f64();
+        let (cpu1, machine1) = (cpu_seconds(&[std::process::id() as i32]), machine_jiffies());
+        let c1 = counters(self);
         let rows = self.ownership().await;
         let after = owners(&rows);
         let live = self.live();
@@ -381,17 +481,37 @@ impl Sim {
             })
             .sum();
         let (s, m) = (balance(&rows, &live, WorkKind::Sensor), balance(&rows, &live, WorkKind::Timer));
-        [
+        let mut off = Vec::new();
+        let mut show = |label: &str, result: Result<Duration, String>| match result {
+            Ok(d) => ms(d),
+            Err(why) => {
+                off.push(format!("{name}, {label}: {why}"));
+                format!("**not after {:.0} s**", self.limit.as_secs_f64())
+            }
+        };
+        let (store, work) = (show("store", store), show("work", work));
+        let d = |i: usize| c1[i] - c0[i];
+        let mut trouble = format!(
+            "{} overlaps; {} starts not held; {} resumed; {} stops not running",
+            d(2),
+            d(3),
+            d(4),
+            d(5)
+        );
+        if matches!(change, Change::Leave(_)) {
+            trouble.push_str(&format!("; still ran after `leave()`: {still_ran}"));
+        }
+        let row = [
             name,
-            converged
-                .map_or_else(|off| format!("**not converged** after {:.0} s ({off})", self.limit.as_secs_f64()), ms),
+            store,
+            work,
             if before.is_empty() {
                 format!("{} (all)", after.len())
             } else {
                 format!("{} + {}", moved(&before, &after, WorkKind::Sensor), moved(&before, &after, WorkKind::Timer))
             },
             format!("{ideal}; `assign`: {planned}"),
-            format!("{} / {}", self.starts() - starts, self.stops() - stops),
+            format!("{} / {}", d(0), d(1)),
             format!(
                 "{} / {} ({:.2}); {} / {} ({:.2})",
                 s.0,
@@ -401,9 +521,16 @@ impl Sim {
                 m.1,
                 m.0 as f64 / m.1.max(1) as f64
             ),
-            format!("{:.1} s ({} over the lease)", self.max_gap as f64 / 1e6, self.lapses),
-            format!("{}", self.overlaps() - overlaps),
-        ]
+            format!(
+                "{:.1} s ({} over the lease); hosts {:.2} cores, machine {:.0} % busy",
+                self.max_gap as f64 / 1e6,
+                self.lapses,
+                (cpu1 - cpu0) / wall,
+                (machine1.0 - machine0.0) / (machine1.1 - machine0.1).max(1.0) * 100.0
+            ),
+            trouble,
+        ];
+        (row, off)
     }
 
     /// Items started on any host, since the beginning.
@@ -641,7 +768,12 @@ async fn main() {
         joins.iter().max().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
     let mut rows = Vec::new();
-    rows.push(sim.phase("start: all loops at once, nothing owned".into(), "all".into(), Change::Start).await);
+    let mut off = Vec::new();
+    let mut record = |(row, why): ([String; 9], Vec<String>)| {
+        rows.push(row);
+        off.extend(why);
+    };
+    record(sim.phase("start: all loops at once, nothing owned".into(), "all".into(), Change::Start).await);
 
     // Steady state: only the hosts' loops and a light watch of their renewals touch the database.
     // The wait first lets PostgreSQL's backends report the start's statistics (they flush them

@@ -319,6 +319,8 @@ pub struct Cluster {
     hosts: BTreeMap<usize, Host>,
     pub setup: Setup,
     pub database: String,
+    /// What the hosts connect to, when not `database` itself (a proxy in front of it).
+    pub hosts_database: Option<String>,
     pub exchange: String,
     pub pool: PgPool,
     /// How often the cluster's own waits poll ([`TICK`] unless changed).
@@ -346,6 +348,7 @@ impl Cluster {
             hosts: BTreeMap::new(),
             setup,
             database,
+            hosts_database: None,
             exchange: unique_name(),
             pool,
             tick: TICK,
@@ -381,7 +384,7 @@ impl Cluster {
             port,
             packs: &packs,
             data,
-            database: &self.database,
+            database: self.hosts_database.as_deref().unwrap_or(&self.database),
             amqp: Some(&amqp),
             exchange: Some(&self.exchange),
             host_id: Some(id),
