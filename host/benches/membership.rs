@@ -491,13 +491,8 @@ impl Sim {
         };
         let (store, work) = (show("store", store), show("work", work));
         let d = |i: usize| c1[i] - c0[i];
-        let mut trouble = format!(
-            "{} overlaps; {} starts not held; {} resumed; {} stops not running",
-            d(2),
-            d(3),
-            d(4),
-            d(5)
-        );
+        let mut trouble =
+            format!("{} overlaps; {} starts not held; {} resumed; {} stops not running", d(2), d(3), d(4), d(5));
         if matches!(change, Change::Leave(_)) {
             trouble.push_str(&format!("; still ran after `leave()`: {still_ran}"));
         }
@@ -811,7 +806,7 @@ async fn main() {
         .await,
     );
 
-    rows.push(
+    record(
         sim.phase(
             "join:".into(),
             format!("{} (1/{})", 2 * n_items / (n_hosts + 1), n_hosts + 1),
@@ -823,12 +818,12 @@ async fn main() {
     let owned = owners(&sim.ownership().await);
     let count = |id: &str| owned.values().filter(|o| o.as_deref() == Some(id)).count();
     let ideal = format!("{} (its items)", count(&sim.hosts[leaver].id));
-    rows.push(sim.phase("leave():".into(), ideal, Change::Leave(leaver)).await);
+    record(sim.phase("leave():".into(), ideal, Change::Leave(leaver)).await);
     let victim = sim.hosts.iter().position(|h| h.id == "h3").unwrap_or(0);
     let owned = owners(&sim.ownership().await);
     let count = |id: &str| owned.values().filter(|o| o.as_deref() == Some(id)).count();
     let ideal = format!("{} (its items)", count(&sim.hosts[victim].id));
-    rows.push(sim.phase("killed:".into(), ideal, Change::Kill(victim)).await);
+    record(sim.phase("killed:".into(), ideal, Change::Kill(victim)).await);
 
     // Every acquisition raised a generation by one, so the generations add up to the starts
     // (unless a host resumed work it had stopped while out of reach, which starts without one).
@@ -836,11 +831,14 @@ async fn main() {
 
     println!();
     println!(
-        "| phase | converged after | items moved (sensors + timers) | ideal; `assign`'s own moves | work started / stopped | most / least per host (sensors; timers) | longest renewal gap | overlaps |"
+        "| phase | store converged after | work converged after | items moved (sensors + timers) | ideal; `assign`'s own moves | work started / stopped | most / least per host (sensors; timers) | longest renewal gap; CPU | trouble |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("| {} |", row.join(" | "));
+    }
+    for why in &off {
+        println!("- not converged: {why}");
     }
     let secs = wall.as_secs_f64();
     let d = |f: fn(&Stats) -> i64| (f(&s1) - f(&s0)) as f64;
@@ -876,13 +874,20 @@ async fn main() {
     println!(
         "Reading one kind's ownership ({n_items} rows), with the hosts running: {reads:.1} ms (median of 5 at once)."
     );
+    let r = &sim.registry;
     println!(
-        "Overlaps in all (an item started on a host while another ran it): {}; anomalies: {}; peak connections to \
-         the bench database: {}; sum of generations {generations} vs work started {}; load average {}.",
+        "Overlaps in all (an item started on a host while another ran it): {}, by how the earlier runner had \
+         started it: {:?}; starts of items not held: {}; resumed: {}; stops of items not running: {}; peak \
+         connections to the bench database: {}; sum of generations {generations} vs work started {} (of which {} \
+         resumed); load average {}.",
         sim.overlaps(),
-        lock(&sim.registry.anomalies).len(),
+        lock(&r.overlaps_by),
+        r.not_held.load(Ordering::Relaxed),
+        r.resumed.load(Ordering::Relaxed),
+        r.stops_not_running.load(Ordering::Relaxed),
         sim.peak_connections,
         sim.starts(),
+        r.resumed.load(Ordering::Relaxed),
         load_average()
     );
     for o in lock(&sim.registry.overlaps).iter().chain(lock(&sim.registry.anomalies).iter()) {

@@ -136,6 +136,7 @@ async fn three_hosts_own_each_sensor_and_timer_once_evenly_and_sequences_stay_ex
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_timer_owner_hands_its_work_to_live_hosts_within_5_s() {
     let mut cluster = new_cluster().await;
+    let collector = Collector::bind(&cluster.exchange, "#").await;
     cluster.start_all(3).await;
     cluster.wait_balanced(Duration::from_secs(20)).await;
     cluster.wait_progress(3, 1, Duration::from_secs(15)).await;
@@ -154,13 +155,27 @@ async fn kill_9_of_the_timer_owner_hands_its_work_to_live_hosts_within_5_s() {
     );
     let resumed = cluster.wait_progress(3, 2, Duration::from_secs(15)).await;
     let exact = cluster.check_exact(1).await;
+    // None lost: every stored event and enforcement reaches the broker, those the killed host
+    // had claimed but not published included (again, with the same message id, if it had).
+    let (events, enforcements) = cluster.stored_message_ids().await;
+    let stored: BTreeSet<String> = events.union(&enforcements).cloned().collect();
+    let delivered = collector
+        .wait_for(Duration::from_secs(15), |r| {
+            let ids: BTreeSet<&str> = r.iter().filter_map(|m| m.message_id.as_deref()).collect();
+            stored.iter().all(|id| ids.contains(id.as_str()))
+        })
+        .await;
+    collector.delete_exchange(&cluster.exchange).await;
+    assert!(delivered, "stored events or enforcements never reached the broker after the kill\n{}", cluster.logs());
     println!(
         "CLUSTER kill -9 of {victim_id} (timer owner, {} items): live owners again {takeover:.2?} after the kill, \
-         loads then {:?}; work resumed {resumed:.2?} later; {} counter events exact, {} timer fires, none planned twice",
+         loads then {:?}; work resumed {resumed:.2?} later; {} counter events exact, {} timer fires, none planned \
+         twice; all {} stored events and enforcements reached the broker",
         items.len(),
         cluster.loads(&after),
         exact.events(),
-        exact.fires
+        exact.fires,
+        stored.len()
     );
 }
 
