@@ -150,7 +150,7 @@ impl Work for Stub {
                 Registry::note(
                     &registry.overlaps,
                     format!(
-                        "{} {item}: started on {} ({how:?}, generation {generation:?}) while {} ran it ({:?},                          generation {:?}, for {:.2} s)",
+                        "{} {item}: started on {} ({how:?}, generation {generation:?}) while {} ran it ({:?}, generation {:?}, for {:.2} s)",
                         self.kind.as_str(),
                         self.host,
                         other.host,
@@ -373,15 +373,17 @@ impl Sim {
                 let running = lock(&host.stub(kind).items);
                 let given = owned.get(host.id.as_str()).unwrap_or(&empty);
                 let extra: Vec<&String> = running.iter().filter(|i| !given.contains(i.as_str())).collect();
-                let missing = given.iter().filter(|i| !running.contains(**i)).count();
-                if !extra.is_empty() || missing > 0 {
+                let missing: Vec<&&str> = given.iter().filter(|i| !running.contains(**i)).collect();
+                if !extra.is_empty() || !missing.is_empty() {
                     let not_held = extra.iter().filter(|i| host.membership.fence(kind, i).is_none()).count();
+                    let held = missing.iter().filter(|i| host.membership.fence(kind, i).is_some()).count();
                     work.push(format!(
-                        "{} {}: runs {} the store does not give it ({not_held} of them not held either), does not \
-                         run {missing} it is given",
+                        "{} {}: runs {} the store does not give it ({not_held} of them not held), does not run {} \
+                         it is given ({held} of them held)",
                         host.id,
                         kind.as_str(),
-                        extra.len()
+                        extra.len(),
+                        missing.len()
                     ));
                 }
             }

@@ -87,6 +87,10 @@ pub struct Membership {
     /// Notified when this host released work, so the others can be told to take it at once.
     released: Notify,
     ticking: tokio::sync::Mutex<Lease>,
+    /// Held during a renewal: leaving waits for it.
+    renewing: tokio::sync::Mutex<()>,
+    /// This run holds nothing from now on: it left, or another run of its id replaced it.
+    done: std::sync::atomic::AtomicBool,
     /// When this host must have stopped its work unless renewed: a renewal's send time plus
     /// the lease, minus the margin.
     valid_until: Mutex<Option<Instant>>,
@@ -103,8 +107,6 @@ impl std::fmt::Debug for Membership {
 /// What the rounds keep between them.
 #[derive(Debug, Default)]
 struct Lease {
-    /// This run holds nothing from now on: it left, or another run of its id replaced it.
-    done: bool,
     /// Items whose ownership rows exist.
     registered: HashSet<(WorkKind, String)>,
     /// The packs this host's copy of differs from the registered one (logged when it changes).
@@ -144,6 +146,8 @@ impl Membership {
                     released: Notify::new(),
                     packs: Mutex::default(),
                     ticking: tokio::sync::Mutex::default(),
+                    renewing: tokio::sync::Mutex::default(),
+                    done: std::sync::atomic::AtomicBool::new(false),
                     valid_until,
                     _sqlite_lock: sqlite_lock,
                 }));
@@ -231,13 +235,24 @@ impl Membership {
     /// the wanted items change. Beside it, a watchdog stops all work when the lease is about to
     /// end unrenewed, however long a round waits on the store.
     pub async fn run(self: Arc<Self>) {
-        let mut watchdog = tokio::task::JoinSet::new();
-        watchdog.spawn({
+        // Renewals on their own, so that a long round (thousands of items to take) never
+        // delays one; both end with this task.
+        let mut beside = tokio::task::JoinSet::new();
+        beside.spawn({
             let this = self.clone();
             async move { this.watch_lease().await }
         });
+        beside.spawn({
+            let this = self.clone();
+            async move {
+                loop {
+                    this.renew().await;
+                    tokio::time::sleep(RENEW_EVERY).await;
+                }
+            }
+        });
         loop {
-            self.tick().await;
+            self.round().await;
             tokio::select! {
                 () = tokio::time::sleep(RENEW_EVERY) => {}
                 () = self.wake.notified() => {}
@@ -265,11 +280,17 @@ impl Membership {
         }
     }
 
-    /// One round: renew, then move ownership towards [`assign`]'s answer. Serialized; each
-    /// store call bounded, so that a store that stops answering does not stall the rounds.
+    /// A renewal, then a round.
     pub async fn tick(&self) {
-        let mut lease = self.ticking.lock().await;
-        if lease.done {
+        self.renew().await;
+        self.round().await;
+    }
+
+    /// Renews the lease, bounded by [`RENEW_EVERY`] (the watchdog stops the work if renewals
+    /// keep failing until the lease could end).
+    async fn renew(&self) {
+        let _one = self.renewing.lock().await;
+        if self.done.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         let sent = Instant::now();
@@ -283,20 +304,22 @@ impl Membership {
             }
             Ok(false) => {
                 tracing::error!(host = %self.host_id, "another run of this host id replaced this one: stopping all work");
-                lease.done = true;
+                self.done.store(true, std::sync::atomic::Ordering::SeqCst);
                 self.stop_everything().await;
-                return;
             }
-            Err(e) => {
-                // The watchdog stops the work if this goes on until the lease could end.
-                tracing::warn!(host = %self.host_id, "cannot renew the lease: {e}");
-                return;
-            }
+            Err(e) => tracing::warn!(host = %self.host_id, "cannot renew the lease: {e}"),
         }
-        let rebalanced = tokio::time::timeout(LEASE, self.rebalance(&mut lease))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Timeout("updating ownership")));
-        if let Err(e) = rebalanced {
+    }
+
+    /// One round, while the lease holds: move ownership towards [`assign`]'s answer. Rounds
+    /// are serialized, and never cut short (the work and what this host holds change together).
+    async fn round(&self) {
+        let mut lease = self.ticking.lock().await;
+        let valid = lock(&self.valid_until).is_some_and(|until| Instant::now() < until);
+        if self.done.load(std::sync::atomic::Ordering::SeqCst) || !valid {
+            return;
+        }
+        if let Err(e) = self.rebalance(&mut lease).await {
             // Registered rows may not have been written: register again next time.
             lease.registered.clear();
             tracing::warn!(host = %self.host_id, "cannot update ownership: {e}");
@@ -452,11 +475,12 @@ impl Membership {
     /// other hosts take over at their next tick. False when this run had left (or was replaced)
     /// already.
     pub async fn leave(&self) -> bool {
-        let mut lease = self.ticking.lock().await;
-        if lease.done {
+        let _round = self.ticking.lock().await;
+        // No renewal in flight may extend the lease after it ended.
+        let _renewal = self.renewing.lock().await;
+        if self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return false;
         }
-        lease.done = true;
         self.stop_everything().await;
         match self.store.leave(&self.host_id, &self.incarnation).await {
             Ok(()) => tracing::info!(host = %self.host_id, "left: everything this host owned is released"),

@@ -165,6 +165,10 @@ impl OwnedTimers {
 impl Work for OwnedTimers {
     async fn start(&self, items: &[String]) {
         for rule_ref in items {
+            // Told after a round that the watchdog may have overtaken: run only what is held.
+            if !self.owned(rule_ref) {
+                continue;
+            }
             let Some(spec) = self.specs().get(rule_ref).cloned() else { continue };
             if let Err(e) = self.scheduler.upsert(rule_ref, spec).await {
                 tracing::warn!(rule = %rule_ref, "cannot start an owned timer: {e}");
