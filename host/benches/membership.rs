@@ -13,8 +13,12 @@
 //! Run: `cargo bench -p attune-host --bench membership` (PostgreSQL on 127.0.0.1:5432 as for the
 //! tests; `ATTUNE_TEST_POSTGRES_URL` overrides). Creates and drops `bench_membership_<uuid>`.
 //! Environment: `MEMBERSHIP_BENCH_HOSTS` (default 20), `_ITEMS` (per kind, default 10,000),
-//! `_STEADY_SECONDS` (default 10), `_HOSTS_PER_STORE` (default: as few as fit the server's
-//! `max_connections`, counting 8 connections per store pool). Prints Markdown.
+//! `_STEADY_SECONDS` (default 10), `_LIMIT_SECONDS` (how long a phase may take to converge,
+//! default 120), `_HOSTS_PER_STORE` (default: as few as fit the server's `max_connections`,
+//! counting 8 connections per store pool), `MEMBERSHIP_BENCH_LOG` (a tracing filter, e.g.
+//! `attune_host=info`, to print the hosts' logs on stderr; warnings and errors are counted
+//! anyway). Prints Markdown. It measures, it does not fail: read the "trouble" column and the
+//! lines under the tables.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +36,8 @@ const POOL_MAX: usize = 8;
 const HEADROOM: usize = 20;
 /// How often convergence is checked (each check reads the whole ownership table).
 const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// Acquisitions timed at the end.
+const PROBES: usize = 200;
 /// The quiet time between the start's convergence and the steady-state measurement.
 const SETTLE: Duration = Duration::from_secs(12);
 /// How often lease renewals are watched during the steady state.
@@ -685,6 +691,7 @@ async fn main() {
         use tracing_subscriber::layer::SubscriberExt;
         let log = std::env::var("MEMBERSHIP_BENCH_LOG").ok().map(|filter| {
             tracing_subscriber::fmt::layer()
+                .with_ansi(false)
                 .with_writer(std::io::stderr)
                 .with_filter(tracing_subscriber::EnvFilter::new(filter))
         });
@@ -831,6 +838,33 @@ async fn main() {
     // (unless a host resumed work it had stopped while out of reach, which starts without one).
     let generations: i64 = sim.ownership().await.values().flatten().map(|r| r.generation).sum();
 
+    // One acquisition (one UPDATE), with the hosts running: from this runtime, where the hosts'
+    // rounds share the workers, and from a thread and runtime of its own. A probe item no host
+    // wants, taken again and again by an owner that is not a live host.
+    let probe = |store: Arc<dyn Store>| async move {
+        let item = "zz.probe".to_string();
+        store.register(WorkKind::Timer, std::slice::from_ref(&item)).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut times = Vec::new();
+        for _ in 0..PROBES {
+            let t = Instant::now();
+            let taken = store.acquire(WorkKind::Timer, &item, "probe").await.unwrap_or_else(|e| panic!("{e}"));
+            times.push(t.elapsed());
+            assert!(taken.is_some(), "the probe item was not taken");
+        }
+        times.sort_unstable();
+        (times[PROBES / 2].as_secs_f64() * 1e3, times[PROBES * 99 / 100].as_secs_f64() * 1e3)
+    };
+    let shared = probe(sim.checker.clone()).await;
+    let url = sim.url.clone();
+    let alone = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        runtime.unwrap_or_else(|e| panic!("{e}")).block_on(async move {
+            probe(attune_host::store::open(&url).await.unwrap_or_else(|e| panic!("{e}"))).await
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("the probe thread panicked"));
+
     println!();
     println!(
         "| phase | store converged after | work converged after | items moved (sensors + timers) | ideal; `assign`'s own moves | work started / stopped | most / least per host (sensors; timers) | longest renewal gap; CPU | trouble |"
@@ -875,6 +909,15 @@ async fn main() {
     println!();
     println!(
         "Reading one kind's ownership ({n_items} rows), with the hosts running: {reads:.1} ms (median of 5 at once)."
+    );
+    println!(
+        "One acquisition (`acquire`, one UPDATE), {PROBES} in a row with {} hosts running, p50 / p99: {:.2} / {:.2} ms \
+         from the hosts' runtime; {:.2} / {:.2} ms from a thread of its own.",
+        sim.hosts.len(),
+        shared.0,
+        shared.1,
+        alone.0,
+        alone.1
     );
     let r = &sim.registry;
     println!(

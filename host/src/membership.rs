@@ -427,16 +427,30 @@ impl Membership {
         }
         let mut started = resumed;
         let mut acquired = HashSet::new();
+        let mut failed = None;
         for row in acquire {
-            if let Some(generation) = self.store.acquire(kind, &row.item, me).await? {
-                self.metrics.ownership_changed(kind.as_str(), &row.item, true, generation, row.owner.as_deref());
-                lock(&self.held).insert((kind, row.item.clone()), generation);
-                acquired.insert(row.item.as_str());
-                started.push(row.item.clone());
+            match self.store.acquire(kind, &row.item, me).await {
+                Ok(Some(generation)) => {
+                    self.metrics.ownership_changed(kind.as_str(), &row.item, true, generation, row.owner.as_deref());
+                    lock(&self.held).insert((kind, row.item.clone()), generation);
+                    acquired.insert(row.item.as_str());
+                    started.push(row.item.clone());
+                }
+                Ok(None) => {}
+                // What was taken so far still starts below: held and running change together.
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
+        // The watchdog may have stopped everything meanwhile: start only what is still held.
+        started.retain(|item| lock(&self.held).contains_key(&(kind, item.clone())));
         if !started.is_empty() {
             self.tell(kind, &started, true).await;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let mut owners = lock(&self.owners);
         owners.retain(|(k, _), _| *k != kind);
