@@ -380,11 +380,14 @@ macro_rules! impl_event_store {
                 // A commit whose fence no longer holds (see `membership.rs`) or whose replay key
                 // is taken (see `replays.rs`) writes nothing.
                 let mut outcome = vec![Written::Stored; commits.len()];
-                for (commit, written) in commits.iter().zip(outcome.iter_mut()) {
-                    if let Some(fence) = &commit.fence
-                        && !Self::fence_holds(&mut *tx, fence).await?
-                    {
-                        *written = Written::Fenced;
+                // Fences checked (and their rows share-locked) in (kind, item) order, the order
+                // in which releasing locks them: two transactions never wait on each other.
+                let mut fenced: Vec<(usize, &Fence)> =
+                    commits.iter().enumerate().filter_map(|(i, c)| Some((i, c.fence.as_ref()?))).collect();
+                fenced.sort_by(|(_, a), (_, b)| (a.kind.as_str(), &a.item).cmp(&(b.kind.as_str(), &b.item)));
+                for (index, fence) in fenced {
+                    if !Self::fence_holds(&mut *tx, fence).await? {
+                        outcome[index] = Written::Fenced;
                     }
                 }
                 Self::claim_replays(&mut tx, commits, &mut outcome).await?;

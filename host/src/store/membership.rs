@@ -138,7 +138,7 @@ macro_rules! join_sql {
 }
 
 macro_rules! impl_membership_store {
-    ($store:ty, $dialect:ident, $share:literal) => {
+    ($store:ty, $dialect:ident, $share:literal, $lock_rows:literal) => {
         impl $store {
             /// Whether `fence` holds, read in `tx` and kept until it ends: on PostgreSQL the row
             /// is share-locked, so no takeover commits between this check and the write it guards.
@@ -164,7 +164,15 @@ macro_rules! impl_membership_store {
                 tx: &mut sqlx::Transaction<'static, sqlx::$dialect>,
                 id: &str,
             ) -> Result<(), StoreError> {
-                sqlx::query(concat!("UPDATE ownership SET owner = NULL, changed_at = ", db_now!($dialect), " WHERE owner = $1"))
+                // Rows locked in (kind, item) order, as fence checks lock them: no deadlock with
+                // a group commit that checks several fences.
+                sqlx::query(concat!(
+                    "UPDATE ownership SET owner = NULL, changed_at = ",
+                    db_now!($dialect),
+                    " WHERE (kind, item) IN (SELECT kind, item FROM ownership WHERE owner = $1",
+                    $lock_rows,
+                    ")"
+                ))
                     .bind(id)
                     .execute(&mut **tx)
                     .await?;
@@ -347,5 +355,6 @@ fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
-impl_membership_store!(SqliteStore, Sqlite, "");
-impl_membership_store!(PgStore, Postgres, " FOR SHARE");
+// Byte order on both (PostgreSQL's collation might order refs otherwise than the host sorts them).
+impl_membership_store!(SqliteStore, Sqlite, "", " ORDER BY kind, item");
+impl_membership_store!(PgStore, Postgres, " FOR SHARE", " ORDER BY kind COLLATE \"C\", item COLLATE \"C\" FOR UPDATE");
