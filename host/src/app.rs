@@ -98,11 +98,7 @@ const HOST_RELEASED: &str = "host.released";
 async fn announce_release(membership: &Membership, pipeline: &Pipeline) {
     let host = membership.host_id();
     let at = crate::store::now_micros();
-    let message = attune_bus::Message::new(
-        HOST_RELEASED,
-        crate::pipeline::derived_id(at, &format!("{HOST_RELEASED}\0{host}\0{at}")),
-        serde_json::json!({"host": host}),
-    );
+    let message = crate::pipeline::announcement(HOST_RELEASED, host, at, serde_json::json!({"host": host}));
     if let Err(e) = pipeline.announce(message).await {
         tracing::warn!("cannot tell the other hosts of released work (they take it at their next round): {e}");
     }

@@ -305,11 +305,8 @@ impl RuleService {
 /// itself, in the outbox, so other hosts and executors hear of it even if the broker is down.
 fn announcement(routing_key: &str, rule_ref: &str, spec: Option<&Value>) -> attune_bus::Message {
     let at = crate::store::now_micros();
-    attune_bus::Message::new(
-        routing_key,
-        crate::pipeline::derived_id(at, &format!("{routing_key}\0{rule_ref}\0{at}")),
-        serde_json::json!({"rule": rule_ref, "change": routing_key, "spec": spec, "at": at}),
-    )
+    let body = serde_json::json!({"rule": rule_ref, "change": routing_key, "spec": spec, "at": at});
+    crate::pipeline::announcement(routing_key, rule_ref, at, body)
 }
 
 fn parse_stored(stored: StoredRule) -> Result<RuleSpec, RuleChangeError> {

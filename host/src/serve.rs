@@ -52,11 +52,8 @@ impl PackControl for PackReloader {
         let reloaded = self.reload_here(true).await?;
         let origin = self.app.membership.host_id();
         let at = crate::store::now_micros();
-        let announcement = attune_bus::Message::new(
-            PACK_RELOAD,
-            crate::pipeline::derived_id(at, &format!("{PACK_RELOAD}\0{origin}\0{at}")),
-            serde_json::json!({"origin": origin}),
-        );
+        let announcement =
+            crate::pipeline::announcement(PACK_RELOAD, origin, at, serde_json::json!({"origin": origin}));
         if let Err(e) = self.app.pipeline.announce(announcement).await {
             tracing::warn!("packs reloaded here, but the other hosts could not be told: {e}");
         }

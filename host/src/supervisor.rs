@@ -283,11 +283,8 @@ impl Supervisor {
         }
         let origin = self.app.membership.host_id().to_string();
         let at = crate::store::now_micros();
-        let announcement = attune_bus::Message::new(
-            SENSOR_RESTART,
-            crate::pipeline::derived_id(at, &format!("{SENSOR_RESTART}\0{sensor_ref}\0{origin}\0{at}")),
-            serde_json::json!({"sensor": sensor_ref, "origin": origin}),
-        );
+        let body = serde_json::json!({"sensor": sensor_ref, "origin": origin});
+        let announcement = crate::pipeline::announcement(SENSOR_RESTART, &format!("{sensor_ref}\0{origin}"), at, body);
         let restart = vec![StatusWrite::Restart(sensor_ref.to_string())];
         self.app.pipeline.record_status(restart, vec![announcement], None).await?;
         self.restart_here(sensor_ref);

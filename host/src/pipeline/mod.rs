@@ -290,6 +290,12 @@ impl Pipeline {
     }
 }
 
+/// A message telling the other hosts (and executors) of a change on `routing_key`: `about`
+/// names what changed, and with the time it makes the id (a change is announced once).
+pub fn announcement(routing_key: &str, about: &str, at: i64, body: Value) -> Message {
+    Message::new(routing_key, derived_id(at, &format!("{routing_key}\0{about}\0{at}")), body)
+}
+
 /// What rules read under `event.*` of a stored event: the same document every dry run builds.
 pub fn event_document(event: &EventRecord) -> EventDocument {
     EventDocument::new(&event.id, &event.trigger_ref, &event.source, micros_to_time(event.created_at))
