@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use attune_host::sandbox::SensorSpec;
 use attune_host::sandbox::{EngineSettings, InstanceFeed, SensorEngine, SensorInstance};
-use attune_host::sensor::SensorSpec;
 
 const POLLS: usize = 20_000;
 const SPAWNS: usize = 20;

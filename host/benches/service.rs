@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use attune_host::app::{App, AppConfig};
 use attune_host::pack::Pack;
+use attune_host::sandbox::SensorSpec;
 use attune_host::sandbox::{EngineSettings, SensorEngine};
-use attune_host::sensor::SensorSpec;
 use attune_host::supervisor::{Supervisor, SupervisorOptions};
 use attune_rules::RuleSpec;
 use attune_rules::chrono::{DateTime, SecondsFormat, TimeDelta, Utc};

@@ -13,7 +13,7 @@ use crate::pack::{
     CORE_ACTIONS, CORE_TRIGGERS, FieldError, Pack, TriggerManifest, USER_NAMESPACE, check_action,
     core_trigger_description, unknown_trigger,
 };
-use crate::sensor::SensorSpec;
+use crate::sandbox::SensorSpec;
 
 /// One trigger as the host knows it.
 pub struct TriggerDef {

@@ -14,10 +14,10 @@ use crate::config::{CeilingArgs, ServeArgs};
 use crate::limits::HostCeilings;
 use crate::pack::{Pack, load_sensor_manifest_in_pack};
 use crate::pipeline::Rejected;
+use crate::sandbox::SensorSpec;
 use crate::sandbox::{
     EngineSettings, Grants, InstanceFeed, SensorEngine, SensorFailure, SensorInstance, TriggerInstance,
 };
-use crate::sensor::SensorSpec;
 use crate::state_file::StateFile;
 
 /// Exit code for a sensor that failed while running, or a command that failed.

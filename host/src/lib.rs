@@ -17,7 +17,6 @@ pub mod pack;
 pub mod pipeline;
 pub mod rules;
 pub mod sandbox;
-pub mod sensor;
 pub mod serve;
 pub mod state_file;
 pub mod store;

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::capabilities::{AllowedHosts, GrantedPaths};
 use crate::limits::{HostCeilings, Limits};
+use crate::sandbox::SensorSpec;
 use crate::sandbox::{Grants, SensorCode};
-use crate::sensor::SensorSpec;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -23,8 +23,8 @@ use crate::app::{App, PollError, PollOwner};
 use crate::membership::Work;
 use crate::metrics::PollFailure;
 use crate::pipeline::IngestError;
+use crate::sandbox::SensorSpec;
 use crate::sandbox::{InstanceFeed, SensorEngine, SensorInstance, StartError};
-use crate::sensor::SensorSpec;
 use crate::store::{Fence, SensorStatusRecord, StatusWrite, StoreError, WorkKind, Written};
 
 /// How failures are handled.

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::support::{fixture, poll_payloads, spec, start};
 
-async fn failure_of(file: &str, configure: impl FnOnce(&mut attune_host::sensor::SensorSpec)) -> SensorFailure {
+async fn failure_of(file: &str, configure: impl FnOnce(&mut attune_host::sandbox::SensorSpec)) -> SensorFailure {
     let mut spec = spec(&fixture(file), json!({}));
     configure(&mut spec);
     let mut sensor = start(spec).await;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::{JsonServer, attune_host, fixture, poll_payloads, spec, start, with_grants};
 
-async fn one_payload(spec: attune_host::sensor::SensorSpec) -> Value {
+async fn one_payload(spec: attune_host::sandbox::SensorSpec) -> Value {
     let mut sensor = start(spec).await;
     let mut payloads = poll_payloads(&mut sensor).await;
     assert_eq!(payloads.len(), 1, "{payloads:?}");
@@ -169,7 +169,7 @@ fn pack_files_linked_from_outside_are_not_quoted() {
 }
 
 /// `fs_probe.py` with `ops` (and `times`), granted `dirs`, a 5 s deadline.
-fn probe(ops: Value, times: u32, dirs: &[&Path]) -> attune_host::sensor::SensorSpec {
+fn probe(ops: Value, times: u32, dirs: &[&Path]) -> attune_host::sandbox::SensorSpec {
     let mut spec = with_grants(spec(&fixture("python/fs_probe.py"), json!({"ops": ops, "times": times})), &[], dirs);
     spec.limits.timeout_ms = 5_000;
     spec

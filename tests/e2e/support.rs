@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use attune_host::capabilities::{AllowedHosts, GrantedPaths};
+use attune_host::sandbox::SensorSpec;
 use attune_host::sandbox::{EngineSettings, Grants, InstanceFeed, SensorEngine, SensorInstance, StartError};
-use attune_host::sensor::SensorSpec;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

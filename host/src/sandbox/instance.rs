@@ -14,7 +14,7 @@ use super::ctx::{GuestOutput, LogSink, SensorCtx};
 use super::limiter::SensorLimiter;
 use super::state::{StateDelta, StateView};
 use super::{EPOCH_TICK, InstanceFeed, LoadError, Prepared, SensorCode, SensorEngine, SensorFailure, TriggerInstance};
-use crate::sensor::SensorSpec;
+use crate::sandbox::SensorSpec;
 
 /// One payload accepted from a poll, with its trigger resolved.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,6 +8,7 @@ mod error;
 mod instance;
 mod instances;
 mod limiter;
+mod spec;
 mod state;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ pub use ctx::Grants;
 pub use error::{LoadError, SensorFailure};
 pub use instance::{PollOutput, SensorInstance, SensorPayload, StartError};
 pub use instances::{InstanceFeed, TriggerInstance};
+pub use spec::SensorSpec;
 pub use state::{StateDelta, apply_delta};
 
 use bindings::{SourceRuntime, guest, source_loader};

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::{Grants, SensorCode};
 use crate::limits::Limits;
-use crate::sandbox::{Grants, SensorCode};
 
 /// Everything needed to run one sensor, with paths resolved and policies parsed.
 #[derive(Debug, Clone)]
