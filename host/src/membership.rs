@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::store::{Fence, HostRecord, OwnershipRecord, Store, StoreError, WorkKind};
+use crate::store::{Fence, HostRecord, OwnershipRecord, ROWS_PER_STATEMENT, Store, StoreError, WorkKind};
 
 /// How long a lease lasts after each renewal.
 pub const LEASE: Duration = Duration::from_secs(3);
@@ -225,7 +225,7 @@ impl Membership {
             held.get(&key).is_some_and(|g| *g == fence.generation) && held.remove(&key).is_some()
         };
         if removed {
-            self.metrics.ownership_changed(fence.kind.as_str(), &fence.item, false, fence.generation, None);
+            self.metrics.ownership_changed(&self.host_id, fence.kind.as_str(), &fence.item, false, fence.generation, None);
             self.tell(fence.kind, std::slice::from_ref(&fence.item), false).await;
             self.wake.notify_one();
         }
@@ -409,18 +409,18 @@ impl Membership {
             (lost, resumed)
         };
         for (item, generation) in &lost {
-            self.metrics.ownership_changed(kind.as_str(), item, false, *generation, None);
+            self.metrics.ownership_changed(&self.host_id, kind.as_str(), item, false, *generation, None);
         }
         let stopping: Vec<String> =
             lost.into_iter().map(|(item, _)| item).chain(release.iter().map(|r| r.item.clone())).collect();
         if !stopping.is_empty() {
             self.tell(kind, &stopping, false).await;
         }
-        for row in &release {
-            let fence = Fence { kind, item: row.item.clone(), owner: me.to_string(), generation: row.generation };
-            if self.store.release(&fence).await? {
-                self.metrics.ownership_changed(kind.as_str(), &row.item, false, row.generation, None);
-            }
+        let giving_up: Vec<(String, i64)> = release.iter().map(|r| (r.item.clone(), r.generation)).collect();
+        let generations: HashMap<&str, i64> = giving_up.iter().map(|(item, g)| (item.as_str(), *g)).collect();
+        for item in self.store.release(kind, me, &giving_up).await? {
+            let generation = generations.get(item.as_str()).copied().unwrap_or_default();
+            self.metrics.ownership_changed(&self.host_id, kind.as_str(), &item, false, generation, None);
         }
         if !release.is_empty() {
             self.released.notify_one();
@@ -428,15 +428,20 @@ impl Membership {
         let mut started = resumed;
         let mut acquired = HashSet::new();
         let mut failed = None;
-        for row in acquire {
-            match self.store.acquire(kind, &row.item, me).await {
-                Ok(Some(generation)) => {
-                    self.metrics.ownership_changed(kind.as_str(), &row.item, true, generation, row.owner.as_deref());
-                    lock(&self.held).insert((kind, row.item.clone()), generation);
-                    acquired.insert(row.item.as_str());
-                    started.push(row.item.clone());
+        let previous: HashMap<&str, Option<&str>> =
+            acquire.iter().map(|r| (r.item.as_str(), r.owner.as_deref())).collect();
+        let wanted: Vec<String> = acquire.iter().map(|r| r.item.clone()).collect();
+        for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+            match self.store.acquire(kind, chunk, me).await {
+                Ok(taken) => {
+                    for (item, generation) in taken {
+                        let before = previous.get(item.as_str()).copied().flatten();
+                        self.metrics.ownership_changed(&self.host_id, kind.as_str(), &item, true, generation, before);
+                        lock(&self.held).insert((kind, item.clone()), generation);
+                        started.push(item.clone());
+                        acquired.insert(item);
+                    }
                 }
-                Ok(None) => {}
                 // What was taken so far still starts below: held and running change together.
                 Err(e) => {
                     failed = Some(e);
@@ -455,7 +460,7 @@ impl Membership {
         let mut owners = lock(&self.owners);
         owners.retain(|(k, _), _| *k != kind);
         for row in rows {
-            let owner = if acquired.contains(row.item.as_str()) { Some(me.to_string()) } else { row.owner.clone() };
+            let owner = if acquired.contains(&row.item) { Some(me.to_string()) } else { row.owner.clone() };
             if let Some(owner) =
                 owner.filter(|o| live.contains(o.as_str()) && !release.iter().any(|r| r.item == row.item))
             {
@@ -476,7 +481,7 @@ impl Membership {
             let items: Vec<String> =
                 held.iter().filter(|(k, ..)| *k == kind).map(|(_, item, _)| item.clone()).collect();
             for (_, item, generation) in held.iter().filter(|(k, ..)| *k == kind) {
-                self.metrics.ownership_changed(kind.as_str(), item, false, *generation, None);
+                self.metrics.ownership_changed(&self.host_id, kind.as_str(), item, false, *generation, None);
             }
             if !items.is_empty() {
                 self.tell(kind, &items, false).await;

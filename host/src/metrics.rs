@@ -256,6 +256,7 @@ impl Metrics {
     /// This host took (`gained`) or gave up one piece of work; logged once per change.
     pub fn ownership_changed(
         &self,
+        host: &str,
         kind: &'static str,
         item: &str,
         gained: bool,
@@ -264,9 +265,10 @@ impl Metrics {
     ) {
         self.ownership_changes.get_or_create(&KindLabel { kind }).inc();
         if gained {
-            tracing::info!(kind, item, generation, previous_owner = previous.unwrap_or("none"), "took ownership");
+            let previous_owner = previous.unwrap_or("none");
+            tracing::info!(kind, item, generation, previous_owner, new_owner = host, "took ownership");
         } else {
-            tracing::info!(kind, item, generation, "gave up ownership");
+            tracing::info!(kind, item, generation, owner = host, "gave up ownership");
         }
     }
 

@@ -41,6 +41,13 @@ fn message(id: &str) -> Message {
     Message { message_id: id.into(), routing_key: "enforcement.created".into(), body: json!({"id": id}) }
 }
 
+/// Takes one item; its new generation, or `None` when someone live holds it.
+async fn take(store: &Arc<dyn Store>, kind: WorkKind, item: &str, owner: &str) -> Option<i64> {
+    let taken = store.acquire(kind, &[item.to_string()], owner).await.unwrap();
+    assert!(taken.iter().all(|(taken, _)| taken == item), "{taken:?}");
+    taken.first().map(|(_, generation)| *generation)
+}
+
 fn page(limit: u32) -> ListFilter {
     ListFilter { limit, ..Default::default() }
 }
@@ -144,7 +151,7 @@ async fn contract(store: Arc<dyn Store>) {
     // Timer state, saved by the timer's owner only.
     assert!(store.join("h1", "run-1", "", Duration::from_secs(60)).await.unwrap());
     store.register(WorkKind::Timer, &["p.timer".to_string()]).await.unwrap();
-    let generation = store.acquire(WorkKind::Timer, "p.timer", "h1").await.unwrap().unwrap();
+    let generation = take(&store, WorkKind::Timer, "p.timer", "h1").await.unwrap();
     let fence = Fence { kind: WorkKind::Timer, item: "p.timer".into(), owner: "h1".into(), generation };
     assert_eq!(store.timer_state("p.timer").await.unwrap(), None);
     let state = TimerStateRecord {
@@ -263,8 +270,14 @@ async fn membership(store: Arc<dyn Store>) {
     // One owner at a time; each change of owner raises the generation.
     store.register(WorkKind::Sensor, &sensors).await.unwrap();
     store.register(WorkKind::Sensor, &sensors).await.unwrap();
-    let first = store.acquire(WorkKind::Sensor, "p.a", "h1").await.unwrap().expect("a free item is taken");
-    assert_eq!(store.acquire(WorkKind::Sensor, "p.a", "h2").await.unwrap(), None, "a live owner's item was taken");
+    let first = take(&store, WorkKind::Sensor, "p.a", "h1").await.expect("a free item is taken");
+    // Of several items, only those without a live owner are taken.
+    let taken = store.acquire(WorkKind::Sensor, &sensors, "h2").await.unwrap();
+    assert_eq!(taken, [("p.b".to_string(), 1)], "a live owner's item was taken");
+    // A release gives up only what the owner still holds at that generation.
+    let stale = [("p.a".to_string(), first), ("p.b".to_string(), 0)];
+    assert!(store.release(WorkKind::Sensor, "h2", &stale).await.unwrap().is_empty());
+    assert_eq!(store.release(WorkKind::Sensor, "h2", &[("p.b".to_string(), 1)]).await.unwrap(), ["p.b"]);
     let fence = Fence { kind: WorkKind::Sensor, item: "p.a".into(), owner: "h1".into(), generation: first };
     let poll = |id: &str, fence: &Fence| Commit {
         sensor_ref: Some("p.a".into()),
@@ -275,8 +288,8 @@ async fn membership(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(store.write(&[poll("m1", &fence)]).await.unwrap(), [Written::Stored]);
-    assert!(store.release(&fence).await.unwrap());
-    let second = store.acquire(WorkKind::Sensor, "p.a", "h2").await.unwrap().expect("a released item is taken");
+    assert_eq!(store.release(WorkKind::Sensor, "h1", &[("p.a".to_string(), first)]).await.unwrap(), ["p.a"]);
+    let second = take(&store, WorkKind::Sensor, "p.a", "h2").await.expect("a released item is taken");
     assert!(second > first);
     // The old owner's write is refused whole, next to a write that goes through.
     let current = Fence { owner: "h2".into(), generation: second, ..fence.clone() };
@@ -296,7 +309,7 @@ async fn membership(store: Arc<dyn Store>) {
     store.leave("h1", "run-1").await.unwrap();
     assert_eq!(store.claim_unpublished("h2", 10).await.unwrap().len(), 2);
     // Leaving released nothing of h2's, and h1's lease is over: a new run of it may join.
-    assert_eq!(store.acquire(WorkKind::Sensor, "p.a", "h1").await.unwrap(), None);
+    assert_eq!(take(&store, WorkKind::Sensor, "p.a", "h1").await, None);
     assert!(store.join("h1", "run-2", "127.0.0.1:1", lease).await.unwrap());
     assert!(!store.renew("h1", "run-1", lease).await.unwrap(), "a replaced run renewed its lease");
 }

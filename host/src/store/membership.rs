@@ -10,6 +10,9 @@ use serde::Serialize;
 use super::StoreError;
 use super::sql::{PgStore, SqliteStore, db_now};
 
+/// Items per acquire or release statement: a join moves hundreds of items in a few round trips.
+pub const ROWS_PER_STATEMENT: usize = 500;
+
 /// What a host may own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,11 +110,13 @@ pub trait MembershipStore: Send + Sync {
     async fn register(&self, kind: WorkKind, items: &[String]) -> Result<(), StoreError>;
     /// Every piece of work of `kind`, by item.
     async fn ownership(&self, kind: WorkKind) -> Result<Vec<OwnershipRecord>, StoreError>;
-    /// Makes `owner` the owner of `item` with the next generation, if it has no owner or its
-    /// owner's lease has ended. The new generation, or `None` when someone live holds it.
-    async fn acquire(&self, kind: WorkKind, item: &str, owner: &str) -> Result<Option<i64>, StoreError>;
-    /// Gives `item` up, if `fence` still holds it. False when it did not.
-    async fn release(&self, fence: &Fence) -> Result<bool, StoreError>;
+    /// Makes `owner` the owner of each of `items` with its next generation, where the item has
+    /// no owner or its owner's lease has ended; one statement per [`ROWS_PER_STATEMENT`] items.
+    /// The items taken with their new generations; the rest are held by someone live.
+    async fn acquire(&self, kind: WorkKind, items: &[String], owner: &str) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Gives up each of `held` (item, generation) that `owner` still holds at that generation.
+    /// The items given up; the others were no longer this owner's.
+    async fn release(&self, kind: WorkKind, owner: &str, held: &[(String, i64)]) -> Result<Vec<String>, StoreError>;
     /// Records `host`'s copies of its packs (ref, fingerprint), replacing what it recorded
     /// before; each becomes the registered copy if its pack has none yet, or if `register`.
     async fn record_packs(&self, host: &str, packs: &[(String, String)], register: bool) -> Result<(), StoreError>;
@@ -268,20 +273,38 @@ macro_rules! impl_membership_store {
                     .await?)
             }
 
-            async fn acquire(&self, kind: WorkKind, item: &str, owner: &str) -> Result<Option<i64>, StoreError> {
-                Ok(sqlx::query_scalar(concat!(
-                    "UPDATE ownership SET owner = $3, generation = generation + 1, changed_at = ",
-                    db_now!($dialect),
-                    " WHERE kind = $1 AND item = $2 AND (owner IS NULL OR owner NOT IN \
-                     (SELECT id FROM hosts WHERE lease_until > ",
-                    db_now!($dialect),
-                    ")) RETURNING generation"
-                ))
-                .bind(kind.as_str())
-                .bind(item)
-                .bind(owner)
-                .fetch_optional(&self.pool)
-                .await?)
+            async fn acquire(
+                &self,
+                kind: WorkKind,
+                items: &[String],
+                owner: &str,
+            ) -> Result<Vec<(String, i64)>, StoreError> {
+                let mut taken = Vec::new();
+                for chunk in items.chunks(ROWS_PER_STATEMENT) {
+                    // Rows locked in (kind, item) order, as fence checks lock them.
+                    let mut update = sqlx::QueryBuilder::new("UPDATE ownership SET owner = ");
+                    update.push_bind(owner);
+                    update.push(concat!(
+                        ", generation = generation + 1, changed_at = ",
+                        db_now!($dialect),
+                        " WHERE (kind, item) IN (SELECT kind, item FROM ownership WHERE kind = "
+                    ));
+                    update.push_bind(kind.as_str());
+                    update.push(" AND item IN (");
+                    let mut each = update.separated(", ");
+                    for item in chunk {
+                        each.push_bind(item.as_str());
+                    }
+                    update.push(concat!(
+                        ") AND (owner IS NULL OR owner NOT IN (SELECT id FROM hosts WHERE lease_until > ",
+                        db_now!($dialect),
+                        "))",
+                        $lock_rows,
+                        ") RETURNING item, generation"
+                    ));
+                    taken.extend(update.build_query_as::<(String, i64)>().fetch_all(&self.pool).await?);
+                }
+                Ok(taken)
             }
 
             async fn record_packs(
@@ -333,19 +356,30 @@ macro_rules! impl_membership_store {
                 Ok(PackCopies { registered: registered.into_iter().collect(), hosts })
             }
 
-            async fn release(&self, fence: &Fence) -> Result<bool, StoreError> {
-                let released = sqlx::query(concat!(
-                    "UPDATE ownership SET owner = NULL, changed_at = ",
-                    db_now!($dialect),
-                    " WHERE kind = $1 AND item = $2 AND owner = $3 AND generation = $4"
-                ))
-                .bind(fence.kind.as_str())
-                .bind(&fence.item)
-                .bind(&fence.owner)
-                .bind(fence.generation)
-                .execute(&self.pool)
-                .await?;
-                Ok(released.rows_affected() == 1)
+            async fn release(
+                &self,
+                kind: WorkKind,
+                owner: &str,
+                held: &[(String, i64)],
+            ) -> Result<Vec<String>, StoreError> {
+                let mut released = Vec::new();
+                for chunk in held.chunks(ROWS_PER_STATEMENT) {
+                    let mut update = sqlx::QueryBuilder::new(concat!(
+                        "UPDATE ownership SET owner = NULL, changed_at = ",
+                        db_now!($dialect),
+                        " WHERE (kind, item) IN (SELECT kind, item FROM ownership WHERE kind = "
+                    ));
+                    update.push_bind(kind.as_str());
+                    update.push(" AND owner = ");
+                    update.push_bind(owner);
+                    update.push(" AND (item, generation) IN (");
+                    update.push_values(chunk, |mut row, (item, generation)| {
+                        row.push_bind(item.as_str()).push_bind(*generation);
+                    });
+                    update.push(concat!(")", $lock_rows, ") RETURNING item"));
+                    released.extend(update.build_query_scalar::<String>().fetch_all(&self.pool).await?);
+                }
+                Ok(released)
             }
         }
     };

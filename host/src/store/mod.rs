@@ -39,11 +39,11 @@ pub use events::{
     Commit, EnforcementRecord, EnforcementStatus, EventRecord, EventStore, ListFilter, UnknownEnforcementStatus,
 };
 pub use group::GroupCommitter;
-pub use membership::{Fence, HostRecord, MembershipStore, OwnershipRecord, PackCopies, WorkKind};
+pub use membership::{Fence, HostRecord, MembershipStore, OwnershipRecord, PackCopies, ROWS_PER_STATEMENT, WorkKind};
 pub use replays::{PRUNE_BATCH, RETENTION_MICROS, ReplayRecord, ReplayStore, Written};
 pub use retention::{Pruned, RetentionStore};
 pub use rules::{RulePage, RuleStore, RuleWrite, StoredRule};
-pub use sensor_state::SensorStateStore;
+pub use sensor_state::{SensorStateStore, cleared};
 pub use sensor_status::{SensorStatusRecord, SensorStatusStore, StatusWrite};
 pub use sql::{PgStore, SqliteStore};
 pub use timer_state::{TimerStateRecord, TimerStateStore};
