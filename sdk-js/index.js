@@ -1,42 +1,34 @@
 // @attune/sensor: what a JavaScript sensor sees of the host.
 //
-// Thin, idiomatic wrappers over the `attune:sensor/*@0.2.0` WIT imports (see wit/sensor.wit).
-// This is the only module that imports them, so tests can swap them for fakes in one place.
-// When a host import returns `err`, componentize-qjs throws an Error whose message is the error
-// string (state, fs) and whose `payload` holds the WIT value (the `http-error` variant).
-import hostClock from 'attune:sensor/clock@0.2.0';
-import hostFs from 'attune:sensor/fs@0.2.0';
-import hostHttp from 'attune:sensor/http@0.2.0';
-import hostInstances from 'attune:sensor/instances@0.2.0';
-import hostLog from 'attune:sensor/log@0.2.0';
-import hostState from 'attune:sensor/state@0.2.0';
+// Thin, idiomatic wrappers over the `attune:sensor/*@0.2.0` WIT imports (see wit/sensor.wit),
+// reached through `#host` alone: the WIT imports in a component (src/host/component.js), and
+// in plain Node whatever host was installed (src/host/node.js; @attune/sensor/testing installs
+// fakes). When a host import returns `err`, componentize-qjs throws an Error whose message is
+// the error string (state, fs) and whose `payload` holds the WIT value (the `http-error` variant).
+import { host } from '#host';
+import { consoleFor } from './src/console.js';
 import { describe } from './src/describe.js';
 import { decodeUtf8, encodeUtf8 } from './src/utf8.js';
 
 /** Host log lines, tagged with the sensor's ref; the host bounds their rate and size. */
 export const log = Object.fromEntries(
-  ['trace', 'debug', 'info', 'warn', 'error'].map((level) => [level, (message) => hostLog.log(level, describe(message))]),
+  ['trace', 'debug', 'info', 'warn', 'error'].map((level) => [level, (message) => host.log.log(level, describe(message))]),
 );
 
 // QuickJS has no console; sensors (and bundled npm code) that use it reach the host log.
-globalThis.console ??= Object.fromEntries(
-  [['log', 'info'], ['info', 'info'], ['debug', 'debug'], ['warn', 'warn'], ['error', 'error']].map(([method, level]) => [
-    method,
-    (...args) => log[level](args.map(describe).join(' ')),
-  ]),
-);
+globalThis.console ??= consoleFor(log);
 
 /** The sensor's own key/value store, kept across instance (and host) restarts. */
 export const state = {
-  get: (key) => hostState.get(key),
+  get: (key) => host.state.get(key),
   set(key, value) {
     if (typeof value !== 'string') {
       throw new TypeError(`state.set(${JSON.stringify(key)}) needs a string value; use state.setJson for other values`);
     }
-    hostState.set(key, value);
+    host.state.set(key, value);
   },
-  delete: (key) => hostState.delete(key),
-  keys: () => hostState.keys(),
+  delete: (key) => host.state.delete(key),
+  keys: () => host.state.keys(),
   /** The JSON value stored under `key`, or `dflt` when there is none. */
   getJson(key, dflt = null) {
     const text = state.get(key);
@@ -47,7 +39,7 @@ export const state = {
 
 /** Host wall-clock time. */
 export const clock = {
-  nowMs: () => hostClock.nowMs(),
+  nowMs: () => host.clock.nowMs(),
 };
 
 /** Thrown by `http.*` when no response came back; `kind` is the WIT `http-error` case. */
@@ -109,7 +101,7 @@ export const http = {
       timeoutMs: timeoutMs ?? null,
     };
     try {
-      return response(hostHttp.send(request));
+      return response(host.http.send(request));
     } catch (err) {
       throw err.payload?.tag ? httpError(verb, url, err.payload) : err;
     }
@@ -121,8 +113,8 @@ export const http = {
 /** Read-only access to the directories in the manifest's `capabilities.paths`. */
 export const fs = {
   /** Entries of a directory, sorted by name: `{name, isDir, size, modifiedMs}`. */
-  listDir: (path) => hostFs.listDir(path),
-  readFile: (path) => hostFs.readFile(path),
+  listDir: (path) => host.fs.listDir(path),
+  readFile: (path) => host.fs.readFile(path),
   readText: (path) => decodeUtf8(fs.readFile(path)),
 };
 
@@ -156,7 +148,7 @@ export function emit(triggerRef, payload, { rule = null } = {}) {
  */
 export const instances = {
   /** Sorted by rule ref: `{rule, trigger, params, emit(payload)}`, `params` parsed. */
-  list: () => hostInstances.current().map(instance),
+  list: () => host.instances.current().map(instance),
 };
 
 function instance({ rule, trigger, params: json }) {

@@ -1,18 +1,18 @@
 // `attune-sensor build`: bundling a sensor with npm dependencies, and the CLI end to end.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { bundleSensor } from '../src/build.js';
-import { fakeHostPlugin, importBundle, installHost } from './helpers.js';
+import { loadSensor } from '../testing/index.js';
 
 const CLI = fileURLToPath(new URL('../bin/attune-sensor.js', import.meta.url));
 const BUNDLED_DEP = fileURLToPath(new URL('../../tests/fixtures/js/bundled_dep/sensor.js', import.meta.url));
 const tmp = mkdtempSync(path.join(tmpdir(), 'attune-sensor-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
 
 function writeSensor(name, source) {
   const file = path.join(tmp, name);
@@ -27,16 +27,15 @@ function cli(...args) {
   });
 }
 
+// The test kit bundles a sensor as `attune-sensor build` does (esbuild, the same options) and
+// runs it behind the same glue; the components themselves are run in sourcemap.test.js.
 test('a bundled sensor uses its npm dependency and the SDK through the shared glue', async () => {
-  installHost();
-  const { guest } = await importBundle(await bundleSensor(BUNDLED_DEP, [fakeHostPlugin]));
-  guest.init('{}');
-  assert.deepEqual(guest.poll(), [{ trigger: null, rule: null, json: '{"n":1,"label":"00001"}' }]);
-  assert.deepEqual(guest.poll(), [{ trigger: null, rule: null, json: '{"n":2,"label":"00002"}' }]);
+  const sensor = await loadSensor(BUNDLED_DEP, { bundle: true });
+  assert.deepEqual(sensor.poll(), [{ n: 1, label: '00001' }]);
+  assert.deepEqual(sensor.poll(), [{ n: 2, label: '00002' }]);
 });
 
 test('TypeScript sensors build', async () => {
-  installHost({ rules: [{ rule: 'pack.per_rule', trigger: 'pack.reading', params: { scale: 5 } }] });
   const file = writeSensor('typed.ts', `import { emit, instances, type Instance } from '@attune/sensor';
 interface Reading { value: number }
 export function* poll(config: { scale: number }): Generator<unknown> {
@@ -45,11 +44,10 @@ export function* poll(config: { scale: number }): Generator<unknown> {
   const each: Instance<{ scale: number }>[] = instances.list<{ scale: number }>();
   for (const instance of each) yield instance.emit({ value: 2 * instance.params.scale });
 }`);
-  const { guest } = await importBundle(await bundleSensor(file, [fakeHostPlugin]));
-  guest.init('{"scale": 3}');
-  assert.deepEqual(guest.poll(), [
-    { trigger: 'pack.reading', rule: null, json: '{"value":6}' },
-    { trigger: 'pack.reading', rule: 'pack.per_rule', json: '{"value":10}' },
+  const sensor = await loadSensor(file, { config: { scale: 3 }, instances: [{ rule: 'pack.per_rule', trigger: 'pack.reading', params: { scale: 5 } }] });
+  assert.deepEqual(sensor.pollEvents(), [
+    { trigger: 'pack.reading', rule: null, payload: { value: 6 } },
+    { trigger: 'pack.reading', rule: 'pack.per_rule', payload: { value: 10 } },
   ]);
 });
 

@@ -1,18 +1,24 @@
-// The plain-source runtime (world `source-runtime`) and the glue it shares with built sensors.
+// The plain-source runtime (world `source-runtime`) and the glue it shares with built sensors,
+// run in Node: src/runtime.js imported as it is, the host being the test kit's fake.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { before, describe, test } from 'node:test';
-import { bundleRuntime } from '../src/build.js';
-import { fakeHostPlugin, importBundle, installHost } from './helpers.js';
+import { setHost } from '../src/host/node.js';
+import { FakeHost } from '../testing/index.js';
 
 const fixture = (name) => readFileSync(new URL(`../../tests/fixtures/js/${name}`, import.meta.url), 'utf8');
 
-let runtimeJs;
 let runtime;
 before(async () => {
-  runtimeJs = await bundleRuntime([fakeHostPlugin]);
-  runtime = await importBundle(runtimeJs);
+  runtime = await import('../src/runtime.js');
 });
+
+/** A fresh fake host, installed for everything the test runs after. */
+function installHost(options) {
+  const host = new FakeHost(options);
+  setHost(host.wit);
+  return host;
+}
 
 /** Loads `source` and runs init; returns the runtime's guest. */
 function start(source, { config = {}, filename = 'sensor.js' } = {}) {
@@ -75,20 +81,20 @@ export function* poll() { yield emit('pack.a', {x: 1}, {rule: 'pack.r'}); yield 
   });
 
   test('instances are listed afresh on every poll, params parsed, each emitting to its own rule', () => {
-    const host = installHost({ rules: [{ rule: 'p.check_a', trigger: 'p.status', params: { url: 'http://a/', expect_status: 204 } }] });
+    const host = installHost({ instances: [{ rule: 'p.check_a', trigger: 'p.status', params: { url: 'http://a/', expect_status: 204 } }] });
     const guest = start(`import { instances } from '@attune/sensor';
 export function* poll() {
   for (const instance of instances.list()) yield instance.emit({ rule: instance.rule, trigger: instance.trigger, url: instance.params.url });
 }`);
     assert.deepEqual(guest.poll(), [{ trigger: 'p.status', rule: 'p.check_a', json: '{"rule":"p.check_a","trigger":"p.status","url":"http://a/"}' }]);
-    host.rules.push({ rule: 'p.check_b', trigger: 'p.status', params: { url: 'http://b/' } });
+    host.instances.push({ rule: 'p.check_b', trigger: 'p.status', params: { url: 'http://b/' } });
     assert.deepEqual(guest.poll().map((p) => [p.rule, JSON.parse(p.json).url]), [['p.check_a', 'http://a/'], ['p.check_b', 'http://b/']]);
-    host.rules.length = 0;
+    host.instances.length = 0;
     assert.deepEqual(guest.poll(), []);
   });
 
   test('instance params that are not a JSON object are an error naming the rule', () => {
-    installHost({ rules: [{ rule: 'p.bad', trigger: 'p.status', params: '[1]' }] });
+    installHost({ instances: [{ rule: 'p.bad', trigger: 'p.status', params: [1] }] });
     const guest = start(`import { instances } from '@attune/sensor';\nexport function poll() { return instances.list(); }`);
     assert.equal(errorOf(() => guest.poll()).message, 'TypeError: trigger_params of rule p.bad must be a JSON object, not array');
   });
@@ -159,7 +165,7 @@ describe('errors', () => {
 
   test('init or poll before load is an error, not a crash', async () => {
     installHost();
-    const fresh = await importBundle(`${runtimeJs}\n// another instance`);
+    const fresh = await import('../src/runtime.js?another-instance');
     assert.match(errorOf(() => fresh.guest.init('{}')).message, /^Error: no sensor source loaded/);
   });
 });
@@ -174,25 +180,26 @@ export function* poll() {
   yield [state.get('a'), state.getJson('b'), state.keys()];
   state.delete('a');
   yield state.keys();
-  try { state.set('big', 'x'.repeat(2000)); } catch (e) { yield e.message; }
+  try { state.set('big', 'x'.repeat(70000)); } catch (e) { yield e.message; }
   try { state.set('n', 1); } catch (e) { yield e.message; }
 }`);
     assert.deepEqual(jsonOf(guest.poll()), [
       [null, 5, null],
       ['x', { n: 1 }, ['a', 'b']],
       ['b'],
-      'state quota exceeded',
+      'state value for `big` is 70000 bytes (limit 65536)',
       'state.set("n") needs a string value; use state.setJson for other values',
     ]);
-    assert.deepEqual([...host.store], [['b', '{"n":1}']]);
+    host.state.commit();
+    assert.deepEqual(host.state.toObject(), { b: '{"n":1}' });
   });
 
   test('log levels reach the host log; clock reads the host clock', () => {
-    const host = installHost();
+    const host = installHost({ clock: 1700000000000 });
     const guest = start(`import { log, clock } from '@attune/sensor';
 export function poll() { log.debug('d'); log.info({a: 1}); log.warn('w'); log.error(new RangeError('e')); log.trace('t'); return [clock.nowMs()]; }`);
     assert.deepEqual(jsonOf(guest.poll()), [1700000000000]);
-    assert.deepEqual(host.logs, [['debug', 'd'], ['info', '{"a":1}'], ['warn', 'w'], ['error', 'RangeError: e'], ['trace', 't']]);
+    assert.deepEqual(host.logs.map(({ level, message }) => [level, message]), [['debug', 'd'], ['info', '{"a":1}'], ['warn', 'w'], ['error', 'RangeError: e'], ['trace', 't']]);
   });
 
   test('without a console (as in QuickJS) the SDK provides one that writes to the host log', async () => {
@@ -200,23 +207,28 @@ export function poll() { log.debug('d'); log.info({a: 1}); log.warn('w'); log.er
     const nodeConsole = globalThis.console;
     delete globalThis.console;
     try {
-      await importBundle(`${runtimeJs}\n// an instance that sees no console`);
+      await import('../index.js?an-instance-that-sees-no-console');
       globalThis.console.log('n =', 1, { a: [2] });
       globalThis.console.error(new TypeError('t'));
     } finally {
       globalThis.console = nodeConsole;
     }
-    assert.deepEqual(host.logs, [['info', 'n = 1 {"a":[2]}'], ['error', 'TypeError: t']]);
+    assert.deepEqual(host.logs, [{ level: 'info', message: 'n = 1 {"a":[2]}' }, { level: 'error', message: 'TypeError: t' }]);
   });
 
   test('http: request shape, response helpers, lower-case headers', () => {
+    const response = {
+      status: 201,
+      headers: [['Content-Type', 'application/json'], ['Set-Cookie', 'a=1'], ['set-cookie', 'b=2']],
+      body: '{"é":"ü"}',
+    };
     const host = installHost({
-      respond: () => ({
-        status: 201,
-        headers: [['Content-Type', 'application/json'], ['Set-Cookie', 'a=1'], ['set-cookie', 'b=2']],
-        body: new Uint8Array(Buffer.from('{"é":"ü"}')),
-      }),
+      http: ['https://api.example.com/x', 'https://api.example.com/y', 'https://api.example.com/z'].map((url, i) => ({ method: ['POST', 'GET', 'PUT'][i], url, ...response })),
     });
+    // What reaches the WIT import, before the fake reads it.
+    const sent = [];
+    const send = host.wit.http.send;
+    host.wit.http.send = (request) => (sent.push(request), send(request));
     const guest = start(`import { http } from '@attune/sensor';
 export function* poll() {
   const r = http.post('https://api.example.com/x', { json: {a: 'é'}, headers: {Authorization: 'Bearer t'}, timeoutMs: 500 });
@@ -227,7 +239,7 @@ export function* poll() {
     assert.deepEqual(jsonOf(guest.poll()), [
       { status: 201, headers: { 'content-type': 'application/json', 'set-cookie': 'a=1, b=2' }, text: '{"é":"ü"}', json: { é: 'ü' }, bytes: 11 },
     ]);
-    const [post, get, put] = host.requests;
+    const [post, get, put] = sent;
     assert.deepEqual({ ...post, body: Buffer.from(post.body).toString() }, {
       method: 'POST',
       url: 'https://api.example.com/x',
@@ -241,24 +253,20 @@ export function* poll() {
   });
 
   test('http: host failures throw HttpError with kind and a clear message', () => {
-    const failures = {
-      'denied.example': { tag: 'denied', val: 'denied.example' },
-      'bad.example': { tag: 'invalid-request', val: 'unsupported scheme' },
-      'slow.example': { tag: 'timeout' },
-      'big.example': { tag: 'too-large', val: 1024 },
-      'down.example': { tag: 'transport', val: 'connection refused' },
-    };
     installHost({
-      respond: (request) => {
-        throw failures[new URL(request.url).host];
+      http: [
+        { url: 'https://bad.example/', error: 'invalid-request', detail: 'unsupported scheme' },
+        { url: 'https://slow.example/', error: 'timeout' },
+        { url: 'https://big.example/', error: 'too-large', detail: 1024 },
+        { url: 'https://down.example/', error: 'transport', detail: 'connection refused' },
+      ],
+    }).http.deny('denied.example');
+    const messages = ['denied', 'bad', 'slow', 'big', 'down'].map((host) => jsonOf(start(fixture('http_get.js'), { config: { url: `https://${host}.example/` } }).poll())[0]);
+    assert.deepEqual(messages, [
+      {
+        error: "GET https://denied.example/: host not allowed by the sensor's capabilities.http (denied.example:443 is not an allowed host (allowed: any host but denied.example); grant it in the sensor manifest's capabilities.http)",
+        kind: 'denied',
       },
-    });
-    const guest = start(fixture('http_get.js'), { config: { url: 'https://denied.example/' } });
-    assert.deepEqual(jsonOf(guest.poll()), [
-      { error: "GET https://denied.example/: host not allowed by the sensor's capabilities.http (denied.example)", kind: 'denied' },
-    ]);
-    const messages = Object.keys(failures).map((host) => jsonOf(start(fixture('http_get.js'), { config: { url: `https://${host}/` } }).poll())[0]);
-    assert.deepEqual(messages.slice(1), [
       { error: 'GET https://bad.example/: invalid request: unsupported scheme', kind: 'invalid-request' },
       { error: 'GET https://slow.example/: timed out', kind: 'timeout' },
       { error: "GET https://big.example/: response body larger than the host's cap of 1024 bytes", kind: 'too-large' },
@@ -270,7 +278,7 @@ export function* poll() { try { http.get('https://slow.example/'); } catch (e) {
   });
 
   test('fs: list, read bytes and text, host errors as Error', () => {
-    installHost({ files: { '/data': { 'a.txt': 'héllo', sub: {} }, '/data/a.txt': 'héllo' } });
+    installHost({ fs: { '/data': { 'a.txt': 'héllo', sub: {} } }, clock: 1000 });
     const guest = start(`import { fs } from '@attune/sensor';
 export function* poll() {
   yield fs.listDir('/data');
@@ -280,46 +288,10 @@ export function* poll() {
     assert.deepEqual(jsonOf(guest.poll()), [
       [
         { name: 'a.txt', isDir: false, size: 6, modifiedMs: 1000 },
-        { name: 'sub', isDir: true, size: 0, modifiedMs: 1000 },
+        { name: 'sub', isDir: true, size: 0, modifiedMs: 0 },
       ],
       ['héllo', 6],
-      [true, '/etc/passwd: not a granted file'],
+      [true, '/etc/passwd: access denied (not under a granted path)'],
     ]);
-  });
-});
-
-describe('fixtures', () => {
-  test('counter counts polls in the state store', () => {
-    installHost();
-    const guest = start(fixture('counter.js'));
-    assert.deepEqual(jsonOf([...guest.poll(), ...guest.poll()]), [{ n: 1 }, { n: 2 }]);
-  });
-
-  test('path_read reads config.path or reports the error', () => {
-    installHost({ files: { '/ok.txt': 'content' } });
-    assert.deepEqual(jsonOf(start(fixture('path_read.js'), { config: { path: '/ok.txt' } }).poll()), [{ content: 'content' }]);
-    assert.deepEqual(jsonOf(start(fixture('path_read.js'), { config: { path: '/no' } }).poll()), [{ error: '/no: not a granted file' }]);
-  });
-
-  test('env_probe runs', () => {
-    installHost();
-    const [seen] = jsonOf(start(fixture('env_probe.js')).poll());
-    assert.ok(Array.isArray(seen.globals));
-  });
-
-  test('examples_files dir_watcher reports new files once, in name order, and forgets removed ones', () => {
-    const dir = { 'b.txt': 'bb', 'a.txt': 'a', sub: {} };
-    const host = installHost({ files: { '/in': dir } });
-    const source = readFileSync(new URL('../../sensors/examples_files/sensors/dir_watcher.js', import.meta.url), 'utf8');
-    const guest = start(source, { config: { dir: '/in/' } });
-    assert.deepEqual(jsonOf(guest.poll()), [
-      { path: '/in/a.txt', name: 'a.txt', size: 1, modified_ms: 1000 },
-      { path: '/in/b.txt', name: 'b.txt', size: 2, modified_ms: 1000 },
-    ]);
-    assert.deepEqual(guest.poll(), []);
-    delete dir['a.txt'];
-    dir['c.txt'] = 'c';
-    assert.deepEqual(jsonOf(guest.poll()).map((p) => p.name), ['c.txt']);
-    assert.deepEqual(JSON.parse(host.store.get('seen')), ['b.txt', 'c.txt']);
   });
 });

@@ -3,9 +3,9 @@
     from attune_sensor import log, state, http, clock, fs, instances, emit
 
 ``log``, ``state``, ``http``, ``clock``, ``fs`` and ``instances`` are submodules wrapping the host
-imports of ``wit/sensor.wit``; they load the component bindings (``wit_world``) and so are
-importable only inside a component build. This module itself stays free of them so that the
-``attune-sensor`` command line runs on an ordinary Python.
+imports of ``wit/sensor.wit`` through :mod:`attune_sensor._bindings`: the component's bindings
+inside a component, the fake host of :mod:`attune_sensor.testing` on plain CPython. This module
+itself stays free of them so that the ``attune-sensor`` command line imports nothing more.
 """
 
 from dataclasses import dataclass, field

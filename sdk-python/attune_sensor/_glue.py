@@ -1,10 +1,11 @@
-"""The `guest` export, shared by compiled sensors and the plain-source runtime.
+"""The `guest` export, shared by compiled sensors, the plain-source runtime and the test kit.
 
-Both load the sensor's source with :func:`load_source`: a compiled sensor's generated entry module
-while the component is built, the runtime's `load` at run time. :class:`Guest` then drives it.
-Every exception, whatever its type, leaves as ``Err(SensorError)``: componentize-py turns any
-other escaping exception into a trap, which would cost the host a fresh instance and tell the
-author nothing.
+Compiled sensors and the runtime load the sensor's source with :func:`load_source` (a compiled
+sensor's generated entry module while the component is built, the runtime's `load` at run time);
+the WIT :class:`Guest` then drives it. The test kit (:mod:`attune_sensor.testing`) drives a
+:class:`Sensor` of its own the same way. Every exception, whatever its type, leaves as
+``Err(SensorError)``: componentize-py turns any other escaping exception into a trap, which would
+cost the host a fresh instance and tell the author nothing.
 """
 
 import json
@@ -18,19 +19,14 @@ from collections.abc import Iterator
 from types import ModuleType, TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
-from componentize_py_types import Err
-from wit_world import exports
-from wit_world.imports.types import Payload, SensorError
-
-from attune_sensor import Emit
+from attune_sensor import Emit, _netguard
+from attune_sensor._bindings import IN_COMPONENT, Err, exports, types as wit_types
 from attune_sensor._text import printable, wit_str
 
-__all__ = ["MODULE_NAME", "Guest", "load_source", "guarded"]
+__all__ = ["MODULE_NAME", "Guest", "Sensor", "load_source", "guarded"]
 
 T = TypeVar("T")
-
-_sensor: Optional[ModuleType] = None
-_config: dict[str, Any] = {}
+Payload, SensorError = wit_types.Payload, wit_types.SensorError
 
 #: The sensor module's name, in ``sys.modules`` too (so that pickle can find it). Fixed rather than
 #: taken from the file name, which could clash with a module the sensor imports.
@@ -40,13 +36,66 @@ MODULE_NAME = "sensor"
 _GLUE_MODULES = frozenset({__name__, "attune_sensor._runtime"})
 
 
-def load_source(filename: str, source: str) -> None:
-    """Run ``source`` as the sensor module and make it the sensor :class:`Guest` drives.
+class Sensor:
+    """One loaded sensor module and the config its ``init`` was given."""
 
-    Tracebacks name ``filename`` and quote ``source``: a component has no source files to read
-    back at run time.
+    def __init__(self, filename: str, source: str) -> None:
+        """Run ``source`` as the sensor module; ``Err(SensorError)`` when it fails or has no ``poll``.
+
+        Tracebacks name ``filename`` and quote ``source``: a component has no source files to
+        read back at run time.
+        """
+        self.module = guarded(lambda: _exec_module(filename, source))
+        self.config: dict[str, Any] = {}
+
+    def init(self, config: str) -> None:
+        """The WIT ``init``: parse ``config`` (a JSON object) and call the sensor's ``init``, if any."""
+        guarded(lambda: self._init(config))
+
+    def poll(self) -> list[Payload]:
+        """The WIT ``poll``: call the sensor's ``poll`` and serialize what it yields."""
+        return guarded(self._poll)
+
+    def _init(self, config_json: str) -> None:
+        config = json.loads(config_json)
+        if not isinstance(config, dict):
+            raise TypeError(f"sensor config must be a JSON object, not {type(config).__name__}")
+        self.config = config
+        init = getattr(self.module, "init", None)
+        if callable(init):
+            init(self.config)
+
+    def _poll(self) -> list[Payload]:
+        result = self.module.poll(self.config)
+        if result is None:
+            return []
+        # A returned dict is a common slip; iterating it would emit its keys, so only sequences
+        # and iterators (generators included) are accepted.
+        if not isinstance(result, (list, tuple, Iterator)):
+            raise TypeError(f"poll(config) must yield payloads or return a list, a tuple or None, not {type(result).__name__}")
+        return [_payload(index, item) for index, item in enumerate(result)]
+
+
+#: The sensor the WIT exports drive, set by :func:`load_source`.
+_loaded: Optional[Sensor] = None
+
+
+def load_source(filename: str, source: str) -> None:
+    """Load ``source`` as the sensor the component's :class:`Guest` drives.
+
+    Inside a component, sockets cannot reach anything: the guards make any try fail with a
+    message that says what to use instead (see :mod:`attune_sensor._netguard`). On plain CPython
+    the test kit guards each call of a sensor instead, not the whole test process.
     """
-    global _sensor
+    global _loaded
+    if IN_COMPONENT:
+        _netguard.install_import_guard()
+    _loaded = Sensor(filename, source)
+    if IN_COMPONENT:
+        _netguard.guard_sockets()  # after the sensor's imports, which may have brought `socket` in
+
+
+def _exec_module(filename: str, source: str) -> ModuleType:
     code = compile(source, filename, "exec")
     # A None mtime keeps linecache.checkcache from discarding the entry for want of a file.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -56,7 +105,7 @@ def load_source(filename: str, source: str) -> None:
     exec(code, module.__dict__)
     if not callable(getattr(module, "poll", None)):
         raise Err(SensorError(f"{filename} defines no poll(config) function", None))
-    _sensor = module
+    return module
 
 
 def guarded(call: Callable[[], T]) -> T:
@@ -70,35 +119,13 @@ def guarded(call: Callable[[], T]) -> T:
 
 
 class Guest(exports.Guest):
-    """The `guest` interface of wit/sensor.wit."""
+    """The `guest` interface of wit/sensor.wit, driving the sensor :func:`load_source` loaded."""
 
     def init(self, config: str) -> None:
-        guarded(lambda: _init(config))
+        guarded(_bound).init(config)
 
     def poll(self) -> list[Payload]:
-        return guarded(_poll)
-
-
-def _init(config_json: str) -> None:
-    global _config
-    config = json.loads(config_json)
-    if not isinstance(config, dict):
-        raise TypeError(f"sensor config must be a JSON object, not {type(config).__name__}")
-    _config = config
-    init = getattr(_bound(), "init", None)
-    if callable(init):
-        init(_config)
-
-
-def _poll() -> list[Payload]:
-    result = _bound().poll(_config)
-    if result is None:
-        return []
-    # A returned dict is a common slip; iterating it would emit its keys, so only sequences and
-    # iterators (generators included) are accepted.
-    if not isinstance(result, (list, tuple, Iterator)):
-        raise TypeError(f"poll(config) must yield payloads or return a list, a tuple or None, not {type(result).__name__}")
-    return [_payload(index, item) for index, item in enumerate(result)]
+        return guarded(_bound).poll()
 
 
 def _payload(index: int, item: Any) -> Payload:
@@ -116,10 +143,10 @@ def _payload(index: int, item: Any) -> Payload:
     return Payload(trigger, rule, text)
 
 
-def _bound() -> ModuleType:
-    if _sensor is None:
+def _bound() -> Sensor:
+    if _loaded is None:
         raise RuntimeError("no sensor is loaded")
-    return _sensor
+    return _loaded
 
 
 def _sensor_error(exc: BaseException) -> SensorError:

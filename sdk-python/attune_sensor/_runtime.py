@@ -4,7 +4,7 @@ The host passes a sensor's source to `load` as data; the sensor then runs throug
 glue as a compiled one. Built by ``attune-sensor build-runtime``.
 """
 
-from wit_world import exports
+from attune_sensor._bindings import exports
 
 # componentize-py bundles only the modules imported while the component is built, so these
 # imports (and what they import) are the whole library a plain-source sensor can import.

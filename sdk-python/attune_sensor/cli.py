@@ -1,5 +1,6 @@
-"""The ``attune-sensor`` command: build Python sensors into WebAssembly components.
+"""The ``attune-sensor`` command: start a pack, build Python sensors into WebAssembly components.
 
+    attune-sensor new my_pack [--dir PARENT]
     attune-sensor build my_sensor.py -o my_sensor.wasm [-p DIR]...
     attune-sensor build-runtime -o python.wasm
     attune-sensor wit-dir
@@ -11,11 +12,13 @@ import argparse
 import os
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
+
+from attune_sensor import _imports
+from attune_sensor.scaffold import ScaffoldError, new_pack
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 WIT_DIR = PACKAGE_DIR / "wit"
@@ -32,6 +35,15 @@ SOURCE = {source!r}
 load_source({filename!r}, SOURCE)
 """
 
+#: What `new` prints once the pack is made.
+NEXT_STEPS = """\
+created {dir}: pack {pack}, trigger {pack}.new_item, sensor {pack}.items (sensors/items.py), rule {pack}.on_new_item
+next:
+  cd {dir}
+  python -m unittest discover tests      # the sensor's tests, offline (or: python -m pytest tests)
+  attune-host pack validate .            # check the pack as the host loads it
+  attune-host sensor run . --polls 2     # run it against the feed in pack.yaml (see README.md)"""
+
 
 class BuildError(Exception):
     """A build that cannot go on; the message is for the user."""
@@ -39,8 +51,13 @@ class BuildError(Exception):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``attune-sensor`` console script."""
-    parser = argparse.ArgumentParser(prog="attune-sensor", description="Build Attune sensors written in Python.")
+    parser = argparse.ArgumentParser(prog="attune-sensor", description="Start packs and build Attune sensors written in Python.")
     commands = parser.add_subparsers(dest="command", required=True)
+    new_cmd = commands.add_parser(
+        "new", help="create a pack directory NAME/ with a tested Python sensor polling a JSON feed, its trigger and a rule"
+    )
+    new_cmd.add_argument("name", help="the pack's ref: letters, digits and _")
+    new_cmd.add_argument("--dir", type=Path, default=Path("."), metavar="PARENT", help="where to create it (default: here)")
     build_cmd = commands.add_parser(
         "build",
         help="build a sensor module and the pure-Python packages it imports into a component (world `sensor`)",
@@ -49,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     build_cmd.add_argument("-o", "--output", type=Path, required=True, help="component file to write")
     build_cmd.add_argument(
         "-p", "--python-path", type=Path, action="append", default=[], metavar="DIR",
-        help="another directory to import dependencies from (repeatable); this venv's site-packages is always searched",
+        help="another directory to import dependencies from (repeatable); this environment's site-packages is always searched",
     )
     runtime_cmd = commands.add_parser(
         "build-runtime", help="build the shared runtime that runs plain-source sensors (world `source-runtime`)"
@@ -59,13 +76,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        if args.command == "build":
+        if args.command == "new":
+            created = new_pack(args.name, args.dir)
+            print(NEXT_STEPS.format(dir=created, pack=args.name))
+        elif args.command == "build":
             build(args.sensor, args.output, args.python_path)
         elif args.command == "build-runtime":
             build_runtime(args.output)
         else:
             print(WIT_DIR)
-    except BuildError as exc:
+    except (BuildError, ScaffoldError) as exc:
         print(f"attune-sensor: error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -80,6 +100,13 @@ def build(sensor: Path, output: Path, python_path: Sequence[Path] = ()) -> None:
     for directory in python_path:
         if not directory.is_dir():
             raise BuildError(f"{directory}: no such directory (given with -p)")
+    foreign = _imports.foreign_imports(sensor, python_path)
+    if foreign:
+        raise BuildError("\n".join(
+            f"{f.importer.name} imports `{f.module}`, found only in {f.location}, outside this environment ({sys.prefix}): "
+            f"install what provides it here (`{sys.executable} -m pip install ...`) or pass its directory with -p"
+            for f in foreign
+        ))
     with tempfile.TemporaryDirectory(prefix="attune-sensor-") as entry_dir:
         entry = Path(entry_dir, f"{ENTRY_MODULE}.py")
         entry.write_text(ENTRY_SOURCE.format(filename=sensor.name, source=source), encoding="utf-8")
@@ -94,8 +121,8 @@ def build_runtime(output: Path) -> None:
 
 
 def _sdk_paths() -> list[Path]:
-    # Where this SDK is installed, and the running venv's site-packages (a sensor's dependencies).
-    return [PACKAGE_DIR.parent, Path(sysconfig.get_path("purelib"))]
+    # Where this SDK is installed, and its environment's site-packages (a sensor's dependencies).
+    return _imports.environment_paths()
 
 
 def _componentize(world: str, app: str, search: Sequence[Path], output: Path, what: str) -> None:
@@ -110,7 +137,9 @@ def _componentize(world: str, app: str, search: Sequence[Path], output: Path, wh
     print(f"attune-sensor: building {what} into {output} ...", file=sys.stderr)
     started = time.monotonic()
     # With RUST_BACKTRACE set, componentize-py would append a Rust stack trace to every build error.
-    environment = {**os.environ, "RUST_LIB_BACKTRACE": "0"}
+    # Without VIRTUAL_ENV it adds the site-packages of whichever `python3` is first on PATH (and
+    # the user site) to the search path; with it, this environment's, already searched.
+    environment = {**os.environ, "RUST_LIB_BACKTRACE": "0", "VIRTUAL_ENV": sys.prefix}
     if subprocess.run(command, env=environment).returncode != 0:
         raise BuildError(f"componentize-py could not build {what} (its output is above)")
     size_mb = output.stat().st_size / 1e6

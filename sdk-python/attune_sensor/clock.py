@@ -1,6 +1,6 @@
 """Time as seen by the host."""
 
-from wit_world.imports import clock as _wit
+from attune_sensor._bindings import clock as _wit
 
 __all__ = ["now_ms"]
 

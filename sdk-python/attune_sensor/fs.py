@@ -9,8 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Union
 
-from componentize_py_types import Err
-from wit_world.imports import fs as _wit
+from attune_sensor._bindings import Err, fs as _wit
 
 from attune_sensor._text import wit_str
 

@@ -9,8 +9,7 @@ import json as _json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
-from componentize_py_types import Err
-from wit_world.imports import http as _wit
+from attune_sensor._bindings import Err, http as _wit
 
 from attune_sensor._text import wit_str
 

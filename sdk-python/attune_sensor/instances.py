@@ -15,7 +15,7 @@ runs, so call :func:`list` on every poll rather than once in ``init``::
 import json
 from typing import List
 
-from wit_world.imports import instances as _wit
+from attune_sensor._bindings import instances as _wit
 
 from attune_sensor import Instance
 

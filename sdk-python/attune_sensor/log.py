@@ -1,9 +1,9 @@
 """Log lines into the host's log, tagged there with the sensor's ref (rate- and size-bounded)."""
 
-from wit_world.imports import log as _wit
-from wit_world.imports.log import Level as _Level
-
+from attune_sensor._bindings import log as _wit
 from attune_sensor._text import printable
+
+_Level = _wit.Level
 
 __all__ = ["debug", "info", "warning", "error"]
 

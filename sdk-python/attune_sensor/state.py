@@ -7,8 +7,7 @@ Typical use is a cursor of what was already emitted. Values are strings; ``get_j
 import json
 from typing import Any, Optional
 
-from componentize_py_types import Err
-from wit_world.imports import state as _wit
+from attune_sensor._bindings import Err, state as _wit
 
 from attune_sensor._text import wit_str
 

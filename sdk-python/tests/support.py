@@ -1,35 +1,31 @@
-"""Makes the SDK importable on plain CPython: the fake bindings stand in for componentize-py's.
+"""Shared by the tests: the SDK of this source tree (not an installed copy) and a fresh fake host.
 
 Every test module imports this first (`python -m unittest discover sdk-python/tests` puts this
-directory on sys.path).
+directory on sys.path). The SDK's host calls are answered by the test kit's fakes
+(attune_sensor.testing), as in a pack author's tests.
 """
 
 import sys
+import unittest
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 SDK = TESTS.parent
 FIXTURES = SDK.parent / "tests" / "fixtures" / "python"
 
-for path in (TESTS / "fake_bindings", SDK):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(SDK) not in sys.path:
+    sys.path.insert(0, str(SDK))
 
-from componentize_py_types import Err  # noqa: E402
-from wit_world.imports import clock, fs, http, instances, log, state  # noqa: E402
-
-fake_clock, fake_fs, fake_http, fake_instances, fake_log, fake_state = clock, fs, http, instances, log, state
+from attune_sensor._fakewit import Err  # noqa: E402
+from attune_sensor.testing import FakeHost  # noqa: E402
 
 
-def reset_host() -> None:
-    """Forget what earlier tests stored, logged or configured in the fake host."""
-    fake_state.store.clear()
-    fake_state.quota = 1000
-    fake_log.lines.clear()
-    fake_http.sent.clear()
-    fake_http.handler = fake_http.no_handler
-    fake_fs.files.clear()
-    fake_instances.instances.clear()
+def fresh_host(test: unittest.TestCase, **kwargs) -> FakeHost:
+    """A FakeHost answering the SDK's calls until ``test`` ends."""
+    host = FakeHost(**kwargs)
+    host.__enter__()
+    test.addCleanup(host.__exit__, None, None, None)
+    return host
 
 
 def sensor_error(call):

@@ -4,6 +4,7 @@ import contextlib
 import importlib
 import io
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -33,10 +34,12 @@ class FakeComponentize:
     def __init__(self, returncode: int = 0):
         self.returncode = returncode
         self.command: list = []
+        self.environment: dict = {}
         self.guest = None
 
     def __call__(self, command, **kwargs):
         self.command = command
+        self.environment = kwargs["env"]
         if self.returncode == 0 and command[command.index("componentize") + 1] == cli.ENTRY_MODULE:
             self.guest = self.import_entry(option_values(command, "-p"))
         if self.returncode == 0:
@@ -45,22 +48,22 @@ class FakeComponentize:
 
     @staticmethod
     def import_entry(search: list):
-        # Only the entry's and the sensor's directories: the SDK is already importable here.
-        names = (cli.ENTRY_MODULE, "sensor", "greeting")
-        saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
-        sys.path[:0] = search[:2]
+        # The modules of the sensor's build are forgotten after it, as they live in its component.
+        saved = dict(sys.modules)
+        sys.path[:0] = search
         try:
             return importlib.import_module(cli.ENTRY_MODULE).Guest()
         finally:
-            del sys.path[:2]
-            for name in names:
-                sys.modules.pop(name, None)
+            del sys.path[:len(search)]
+            for name in set(sys.modules) - set(saved):
+                if not name.startswith("attune_sensor."):
+                    del sys.modules[name]
             sys.modules.update(saved)
 
 
 class BuildTest(unittest.TestCase):
     def setUp(self):
-        support.reset_host()
+        support.fresh_host(self)
         workdir = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, workdir)
         self.out = Path(workdir) / "sub" / "out.wasm"
@@ -104,6 +107,41 @@ class BuildTest(unittest.TestCase):
             self.assertEqual(code, 1)
             self.assertIn(message, err)
             self.assertEqual(fake.command, [])
+
+    def test_componentize_searches_this_environment_only(self):
+        # Without VIRTUAL_ENV, componentize-py would add the site-packages of the first python3 on PATH.
+        code, _, err, fake = self.build("build", str(FIXTURES / "counter.py"), "-o", str(self.out))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(fake.environment["VIRTUAL_ENV"], sys.prefix)
+
+    def test_a_dependency_found_only_outside_this_environment_is_refused(self):
+        root = self.out.parent.parent
+        sensor_dir, user_site, vendored = root / "sensor", root / "user-site", root / "vendored"
+        for directory in (sensor_dir, user_site / "faraway", vendored):
+            directory.mkdir(parents=True)
+        (user_site / "faraway" / "__init__.py").write_text("thing = 1\n")
+        (sensor_dir / "sensor.py").write_text(
+            "import json\nimport helper\ntry:\n    import faraway_optional\nexcept ImportError:\n    pass\n"
+            "def poll(config):\n    import faraway_lazy\n    return []\n"
+        )
+        (sensor_dir / "helper.py").write_text("from faraway import thing\n")
+        (user_site / "faraway_optional.py").write_text("")
+        (user_site / "faraway_lazy.py").write_text("")
+        with mock.patch.object(site, "getusersitepackages", return_value=str(user_site)):
+            code, _, err, fake = self.build("build", str(sensor_dir / "sensor.py"), "-o", str(self.out))
+            self.assertEqual(code, 1)
+            self.assertEqual(fake.command, [])
+            self.assertEqual(
+                err,
+                f"attune-sensor: error: helper.py imports `faraway`, found only in {user_site.resolve() / 'faraway'}, outside this "
+                f"environment ({sys.prefix}): install what provides it here (`{sys.executable} -m pip install ...`) or pass its "
+                "directory with -p\n",
+            )
+            # Given with -p, it is bundled; imports that are optional or not run on load were never in question.
+            shutil.copytree(user_site / "faraway", vendored / "faraway")
+            code, _, err, fake = self.build("build", str(sensor_dir / "sensor.py"), "-o", str(self.out), "-p", str(vendored))
+            self.assertEqual(code, 0, err)
+            self.assertIn(str(vendored.resolve()), option_values(fake.command, "-p"))
 
     def test_componentize_failure(self):
         code, _, err, _ = self.build("build", str(FIXTURES / "counter.py"), "-o", str(self.out), returncode=1)

@@ -6,8 +6,8 @@ import unittest
 
 import support
 from attune_sensor import _glue
+from attune_sensor._fakewit.types import SensorError
 from support import Err, sensor_error
-from wit_world.imports.types import SensorError
 
 
 def serve(source: str) -> _glue.Guest:
@@ -23,8 +23,6 @@ def polled(source: str, config: str = "{}") -> list:
 
 
 class ConfigTest(unittest.TestCase):
-    def setUp(self):
-        support.reset_host()
 
     def test_init_and_poll_get_the_parsed_config(self):
         payloads = polled(
@@ -49,6 +47,12 @@ class ConfigTest(unittest.TestCase):
             _glue.load_source("x.py", "def init(config):\n    pass\n")
         self.assertEqual(caught.exception.value.message, "x.py defines no poll(config) function")
 
+    def test_each_sensor_keeps_its_own_module_and_config(self):
+        first, second = _glue.Sensor("a.py", "def poll(config): yield {'a': config['n']}"), _glue.Sensor("b.py", "def poll(config): yield {'b': config['n']}")
+        first.init('{"n": 1}')
+        second.init('{"n": 2}')
+        self.assertEqual([json.loads(p.json) for p in first.poll() + second.poll()], [{"a": 1}, {"b": 2}])
+
 
 class PayloadTest(unittest.TestCase):
     def test_generator_list_tuple_iterator_and_none(self):
@@ -70,7 +74,8 @@ class PayloadTest(unittest.TestCase):
         self.assertEqual(payloads, [("p.a", {"x": 1}), (None, {"y": 2})])
 
     def test_payloads_name_their_rule_only_when_addressed_to_one(self):
-        support.fake_instances.instances[:] = [support.fake_instances.Instance("p.r1", "p.a", '{"n": 1}')]
+        host = support.fresh_host(self)
+        host.instances.add({"n": 1}, rule="p.r1", trigger="p.a")
         guest = serve(
             """
             from attune_sensor import Emit, emit, instances

@@ -27,7 +27,7 @@ def poll(guest: _runtime.Guest) -> list:
 
 class LoadTest(unittest.TestCase):
     def setUp(self):
-        support.reset_host()
+        self.host = support.fresh_host(self)
 
     def test_syntax_error(self):
         error = sensor_error(lambda: _runtime.SourceLoader().load("my_sensor.py", (FIXTURES / "syntax_error.py").read_text()))
@@ -51,7 +51,7 @@ class LoadTest(unittest.TestCase):
 
 class FixtureTest(unittest.TestCase):
     def setUp(self):
-        support.reset_host()
+        self.host = support.fresh_host(self)
 
     def test_raises(self):
         error = sensor_error(load_fixture("raises.py").poll)
@@ -67,7 +67,6 @@ class FixtureTest(unittest.TestCase):
         self.assertEqual(poll(load_fixture("multi_trigger.py")), [("fixtures.a", {"x": 1}), ("fixtures.b", {"y": 2})])
 
     def test_instances_are_read_on_every_poll(self):
-        fake = support.fake_instances
         guest = load(
             "per_rule.py",
             "from attune_sensor import instances\n"
@@ -75,7 +74,8 @@ class FixtureTest(unittest.TestCase):
             "    return [i.emit({'url': i.params['url']}) for i in instances.list()]\n",
         )
         self.assertEqual(guest.poll(), [])
-        fake.instances[:] = [fake.Instance("p.a", "p.t", '{"url": "http://a/"}'), fake.Instance("p.b", "p.t", '{"url": "http://b/"}')]
+        self.host.instances.add({"url": "http://a/"}, rule="p.a", trigger="p.t")
+        self.host.instances.add({"url": "http://b/"}, rule="p.b", trigger="p.t")
         self.assertEqual(
             [(p.trigger, p.rule, json.loads(p.json)) for p in guest.poll()],
             [("p.t", "p.a", {"url": "http://a/"}), ("p.t", "p.b", {"url": "http://b/"})],
@@ -98,16 +98,16 @@ class FixtureTest(unittest.TestCase):
         self.assertEqual(sorted(seen), ["argv", "cwd_listing", "environ", "etc_passwd"])
 
     def test_http_denied(self):
-        support.fake_http.handler = lambda request: support.fake_http.HttpError_Denied("host 'example.com' is not allowed")
         [(_, seen)] = poll(load_fixture("http_denied.py", {"url": "http://example.com/"}))
         self.assertEqual(seen["kind"], "denied")
-        self.assertEqual(seen["error"], "GET http://example.com/ failed (denied): host 'example.com' is not allowed")
+        self.assertEqual(seen["error"], "GET http://example.com/ failed (denied): example.com:80 is not an allowed host (allowed: none)")
 
     def test_path_read(self):
-        support.fake_fs.files["/data/a.txt"] = b"hello"
+        self.host.fs.files["/data/a.txt"] = b"hello"
         self.assertEqual(poll(load_fixture("path_read.py", {"path": "/data/a.txt"})), [(None, {"content": "hello"})])
         self.assertEqual(
-            poll(load_fixture("path_read.py", {"path": "/etc/passwd"})), [(None, {"error": "/etc/passwd: not a granted file"})]
+            poll(load_fixture("path_read.py", {"path": "/etc/passwd"})),
+            [(None, {"error": "/etc/passwd: access denied (not under a granted path)"})],
         )
 
 

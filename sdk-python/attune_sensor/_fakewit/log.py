@@ -1,9 +1,6 @@
 from enum import Enum
 
-from wit_world import lowered_str
-
-#: (level, message) of every call, for tests to inspect.
-lines: list = []
+from attune_sensor._fakewit import host, lowered_str
 
 
 class Level(Enum):
@@ -15,4 +12,4 @@ class Level(Enum):
 
 
 def log(level: Level, message: str) -> None:
-    lines.append((level, lowered_str(message)))
+    host("log").write(level, lowered_str(message))

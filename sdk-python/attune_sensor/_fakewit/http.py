@@ -1,8 +1,7 @@
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
-from componentize_py_types import Err
-from wit_world import Trap, lowered_str
+from attune_sensor._fakewit import Trap, host, lowered_str
 
 
 @dataclass
@@ -48,15 +47,6 @@ class HttpError_Transport:
 
 HttpError = Union[HttpError_Denied, HttpError_InvalidRequest, HttpError_Timeout, HttpError_TooLarge, HttpError_Transport]
 
-def no_handler(request: OutgoingRequest) -> HttpError:
-    return HttpError_Denied("no handler")
-
-
-#: The host: takes the request, returns an IncomingResponse or an HttpError (raised as Err).
-handler: Callable[[OutgoingRequest], Union[IncomingResponse, HttpError]] = no_handler
-#: Every request sent, for tests to inspect.
-sent: list = []
-
 
 def send(request: OutgoingRequest) -> IncomingResponse:
     lowered_str(request.method), lowered_str(request.url)
@@ -66,8 +56,4 @@ def send(request: OutgoingRequest) -> IncomingResponse:
         raise Trap("body is not bytes")
     if request.timeout_ms is not None and not (isinstance(request.timeout_ms, int) and 0 <= request.timeout_ms < 2**32):
         raise Trap("timeout_ms is not a u32")
-    sent.append(request)
-    result = handler(request)
-    if not isinstance(result, IncomingResponse):
-        raise Err(result)
-    return result
+    return host("http").send(request)

@@ -1,6 +1,6 @@
 from typing import List, Protocol
 
-from ..imports import types
+from attune_sensor._fakewit import types
 
 
 class Guest(Protocol):
