@@ -1,7 +1,7 @@
 # Set-up and test entry points. Every target installs what it needs on a fresh machine.
 #   make run    set up, then start the service (SQLite, in-process bus, example packs, API on :8080)
 #   make demo   set up, then run every example sensor once with `attune-host sensor run`
-#   make test   set up, then run every test (Rust end-to-end, Python SDK, JS SDK)
+#   make test   set up, then run every test (Rust end-to-end, Python SDK, JS SDK, console in Chromium)
 #   make bench  set up, then run the sandbox and service benchmarks (release build)
 #   make fuzz   run every fuzz target for FUZZ_SECONDS (default 15) each (scripts/fuzz-smoke.sh)
 
@@ -10,18 +10,19 @@ VENV := .venv
 PY_SDK := $(VENV)/bin/attune-sensor
 JS_SDK := sdk-js/node_modules/.package-lock.json
 JS_CLI := node sdk-js/bin/attune-sensor.js
+CONSOLE_TESTS := tests/console/node_modules/.package-lock.json
 WIT := wit/sensor.wit
 # Compiled artifacts shared by every test process and run.
 export ATTUNE_CACHE_DIR ?= $(CURDIR)/target/attune-cache
 export ATTUNE_RUNTIMES_DIR ?= $(CURDIR)/build/runtimes
 
-PY_SOURCES := $(shell find sdk-python -name '*.py' -not -path '*/tests/*' 2>/dev/null) sdk-python/pyproject.toml
-JS_SOURCES := $(shell find sdk-js -maxdepth 2 \( -name '*.js' -o -name '*.json' \) -not -path '*/node_modules/*' -not -path '*/test/*' 2>/dev/null)
+PY_SOURCES := $(shell find sdk-python/attune_sensor -type f \( -name '*.py' -o -name '*.tmpl' \) 2>/dev/null) sdk-python/pyproject.toml
+JS_SOURCES := $(shell find sdk-js -maxdepth 3 \( -name '*.js' -o -name '*.json' \) -not -path '*/node_modules/*' -not -path '*/test/*' 2>/dev/null)
 
 RUNTIMES := build/runtimes/python.wasm build/runtimes/javascript.wasm
 COMPONENTS := build/components/py_compiled_dep.wasm build/components/js_bundled_dep.wasm build/components/other_world.wasm
 
-.PHONY: setup components run demo test test-rust test-sdk bench fuzz
+.PHONY: setup components run demo test test-rust test-sdk test-console bench fuzz
 setup: components
 
 components: $(RUNTIMES) $(COMPONENTS)
@@ -62,7 +63,7 @@ demo: components
 	cargo build --release --bin attune-host
 	scripts/demo.sh
 
-test: components test-sdk test-rust
+test: components test-sdk test-rust test-console
 
 test-sdk: $(PY_SDK) $(JS_SDK)
 	$(VENV)/bin/python -m unittest discover sdk-python/tests
@@ -70,6 +71,15 @@ test-sdk: $(PY_SDK) $(JS_SDK)
 
 test-rust: components
 	cargo test --workspace
+
+$(CONSOLE_TESTS): tests/console/package.json tests/console/package-lock.json
+	npm ci --prefix tests/console --no-audit --no-fund
+	touch $@
+
+# The operator console in headless Chromium (Debian's /usr/bin/chromium) against a real serve.
+test-console: components $(CONSOLE_TESTS)
+	cargo build -p attune-host --bin attune-host
+	npm test --prefix tests/console
 
 bench: components
 	cargo bench -p attune-host --bench sandbox

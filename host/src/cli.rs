@@ -14,11 +14,16 @@ use crate::config::{CeilingArgs, ServeArgs};
 use crate::limits::HostCeilings;
 use crate::pack::{Pack, load_sensor_manifest_in_pack};
 use crate::pipeline::Rejected;
+use crate::recording::{RECORDING_FILE, Recorder, Recording, Replayed, StepKind, replay};
 use crate::sandbox::SensorSpec;
 use crate::sandbox::{
     EngineSettings, Grants, InstanceFeed, SensorEngine, SensorFailure, SensorInstance, TriggerInstance,
 };
+use crate::sandbox::{Redactions, SensorPayload};
+use crate::secrets::Secrets;
 use crate::state_file::StateFile;
+use crate::store::Store;
+use crate::watch::Watch;
 
 /// Exit code for a sensor that failed while running, or a command that failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -72,11 +77,15 @@ pub enum PackCommand {
     /// `trigger_params` against `param_schema`, syntax errors, a missing `poll`, imports the
     /// runtime lacks. Every error is printed, naming the file and the field; exit 2 when any.
     /// Sensor limits and poll intervals are held to the ceilings `serve` would apply, from the
-    /// same flags, `ATTUNE_*` variables and config file.
+    /// same flags, `ATTUNE_*` variables and config file; each `{{ secret.NAME }}` must be set
+    /// (`ATTUNE_SECRET_<NAME>`, or the config file's `secrets:`), as `serve` requires, though its
+    /// value is not used.
     Validate {
+        /// A pack directory (with a pack.yaml), or a directory of packs.
         dir: PathBuf,
-        /// The `serve` config file whose ceilings (`max_*`, `min_poll_interval`) apply; its
-        /// other settings are not used here.
+        /// The `serve` config file whose ceilings (`max_*`, `min_poll_interval`) and `secrets:`
+        /// apply (a secret only has to be set; its value is not used); its other settings are
+        /// not used here.
         #[arg(long, env = "ATTUNE_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -94,8 +103,11 @@ pub enum PackCommand {
 pub enum TokenCommand {
     /// Create a token and print it (it is shown only this once).
     Create {
+        /// What the token may do: `readonly` reads, `admin` everything, `sensor` only
+        /// `POST /events` for its `--trigger`s.
         #[arg(long)]
         scope: crate::auth::Scope,
+        /// A name for the token, shown by `token list`.
         #[arg(long, default_value = "cli")]
         name: String,
         /// For `sensor` tokens: a trigger it may post events for (repeatable).
@@ -114,6 +126,7 @@ pub enum TokenCommand {
     },
     /// Revoke a token by id.
     Revoke {
+        /// The token's id, as `token list` shows it.
         id: String,
         #[command(flatten)]
         db: DatabaseArgs,
@@ -130,6 +143,7 @@ pub enum TimerCommand {
         /// Start after this instant (RFC 3339; default now).
         #[arg(long)]
         after: Option<String>,
+        /// How many instants to print.
         #[arg(long, default_value_t = 10)]
         count: usize,
     },
@@ -159,11 +173,53 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/attune.db";
 
 #[derive(Debug, Subcommand)]
 pub enum SensorCommand {
-    /// Run one sensor alone: one JSON payload per line on stdout, diagnostics on stderr.
+    /// Run one sensor alone: one JSON payload per line on stdout, diagnostics on stderr. The
+    /// `{{ secret.NAME }}` of its config come from `ATTUNE_SECRET_<NAME>`, else the `secrets:` of
+    /// the settings file `ATTUNE_CONFIG` names, as for `serve`.
     Run(Box<RunArgs>),
+    /// Replay recordings made with `sensor run --record` into the sensor's current code, in the
+    /// real sandbox; fails on the first difference in host calls, state writes or payloads.
+    Test(TestArgs),
+    /// A sensor's state store, in the database `serve` uses.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the sensor's stored state as one JSON line: `{"sensor": REF, "state": {KEY: VALUE}}`.
+    Show {
+        /// The sensor's ref (`pack.name`).
+        sensor: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Delete every key of the sensor's stored state. A `serve` running the sensor on this
+    /// database restarts it from the empty state once its outbox relay publishes the reset
+    /// (about a second).
+    Reset {
+        /// The sensor's ref (`pack.name`).
+        sensor: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Recording directories (each holding a recording.json), or directories whose
+    /// subdirectories are recordings.
+    #[arg(required = true)]
+    pub recordings: Vec<PathBuf>,
+    /// Compiled-artifact cache directory.
+    #[arg(long, env = "ATTUNE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Directory holding the shared language runtimes (python.wasm, javascript.wasm).
+    #[arg(long, env = "ATTUNE_RUNTIMES_DIR")]
+    pub runtimes_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
     /// A pack directory, a sensor .yaml, or a .py, .js or .wasm file.
     pub target: PathBuf,
@@ -179,10 +235,15 @@ pub struct RunArgs {
     /// Which sensor of a pack with several.
     #[arg(long)]
     pub sensor: Option<String>,
+    /// Fuel (wasm instructions, roughly) each call may burn (default: the manifest's
+    /// `limits.fuel`, else 1000000000).
     #[arg(long)]
     pub fuel: Option<u64>,
+    /// Memory the sensor may hold, in MiB (default: the manifest's `limits.memory_mib`, else 64).
     #[arg(long)]
     pub memory_mib: Option<u32>,
+    /// Wall-clock deadline of each call, in milliseconds (default: the manifest's
+    /// `limits.timeout_ms`, else 2000).
     #[arg(long)]
     pub timeout_ms: Option<u64>,
     /// Allow HTTP to this host (repeatable), in addition to the manifest's.
@@ -203,6 +264,17 @@ pub struct RunArgs {
     /// trigger). Without it the sensor serves the enabled rules its pack ships for its triggers.
     #[arg(long = "instance", value_name = "JSON")]
     pub instances: Vec<String>,
+    /// Record every host call of the run (HTTP, clock, state, files, instances, log) and the
+    /// payloads into DIR/recording.json, for `sensor test DIR`.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// Run again whenever a file of the target (its pack directory, or the file) changes.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: a shell command to run before each run, e.g. `npm run build` for a built
+    /// component; a failing build is reported and the run waits for the next change.
+    #[arg(long, value_name = "COMMAND", requires = "watch")]
+    pub build: Option<String>,
     /// Compiled-artifact cache directory.
     #[arg(long, env = "ATTUNE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -226,7 +298,10 @@ impl CliError {
 
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Sensor(SensorCommand::Run(args)) if args.watch => sensor_watch(*args).await,
         Command::Sensor(SensorCommand::Run(args)) => sensor_run(*args).await,
+        Command::Sensor(SensorCommand::Test(args)) => sensor_test(args).await,
+        Command::Sensor(SensorCommand::State(command)) => sensor_state(command).await,
         Command::Rule(RuleCommand::Test { rule, payload }) => return rule_test(&rule, &payload),
         Command::Migrate(args) => migrate(&args.database_url).await,
         Command::Timer(TimerCommand::Preview { trigger_params, after, count }) => {
@@ -235,8 +310,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args.print_config, *args).await,
         Command::Token(command) => token(command).await,
         Command::Pack(PackCommand::Validate { dir, config, ceilings, cache_dir, runtimes_dir }) => {
-            match crate::config::resolve_ceilings(config.as_deref(), &ceilings) {
-                Ok(ceilings) => return pack_validate(&dir, &ceilings, engine_settings(cache_dir, runtimes_dir)).await,
+            let settings = crate::config::resolve_ceilings(config.as_deref(), &ceilings)
+                .and_then(|ceilings| Ok((ceilings, crate::config::resolve_secrets(config.as_deref())?)));
+            match settings {
+                Ok((ceilings, secrets)) => {
+                    return pack_validate(&dir, &ceilings, &secrets, engine_settings(cache_dir, runtimes_dir)).await;
+                }
                 Err(e) => Err(CliError::bad_input(e)),
             }
         }
@@ -368,11 +447,13 @@ fn start_engine(settings: EngineSettings) -> Result<Arc<SensorEngine>, CliError>
     SensorEngine::new(settings).map_err(|e| CliError::bad_input(format!("cannot start the engine: {e:#}")))
 }
 
-async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
+pub(crate) async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
     // Payloads are checked against their trigger's `payload_schema` as `serve` checks them.
     let (spec, catalog) = resolve_target_with_triggers(&args)?;
     let instances = run_instances(&args, &spec, &catalog)?;
     let spec = Arc::new(spec);
+    // Before anything is written: an unset secret is bad input.
+    let (resolved, redactions) = with_secrets(&spec, &args.target)?;
     let engine = start_engine(engine_settings(args.cache_dir.clone(), args.runtimes_dir.clone()))?;
 
     let state_path = args
@@ -380,20 +461,49 @@ async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("data/sensor-state").join(format!("{}.json", spec.sensor_ref)));
     let mut state = StateFile::open(&state_path).map_err(|e| CliError::bad_input(format!("{e:#}")))?;
+    let mut recorder = match &args.record {
+        Some(dir) => {
+            let overrides = args.config.as_deref().map(serde_json::from_str).transpose().ok().flatten();
+            Some(
+                Recorder::create(dir, &args.target, &spec, overrides, &instances, state.state(), redactions)
+                    .map_err(CliError::bad_input)?,
+            )
+        }
+        None => None,
+    };
+    let tape = recorder.as_ref().map(Recorder::tape);
+    let mut record = |call: StepKind, outcome: Result<&[SensorPayload], &CliError>| match recorder.as_mut() {
+        Some(recorder) => recorder.step(call, outcome.map_err(|e| e.message.as_str())).map_err(CliError::bad_input),
+        None => Ok(()),
+    };
 
     let sensor_ref = spec.sensor_ref.clone();
     let failed = |failure: SensorFailure| sensor_failed(&sensor_ref, failure);
-    let mut sensor = match SensorInstance::start(&engine, spec.clone(), state.state().clone(), instances).await {
+    let started = SensorInstance::start_taped(&engine, resolved, state.state().clone(), instances, tape).await;
+    let mut sensor = match started {
         Ok(sensor) => sensor,
         Err(crate::sandbox::StartError::Load(e)) => return Err(CliError::bad_input(e)),
-        Err(crate::sandbox::StartError::Failed(failure)) => return Err(failed(failure)),
+        Err(crate::sandbox::StartError::Failed(failure)) => {
+            let error = failed(failure);
+            record(StepKind::Start, Err(&error))?;
+            return Err(error);
+        }
     };
+    record(StepKind::Start, Ok(&[]))?;
 
     let interval = args.interval_ms.map_or(spec.poll_interval, std::time::Duration::from_millis);
     let mut stdout = std::io::stdout().lock();
     let mut done = 0u64;
     loop {
-        let output = sensor.poll().await.map_err(failed)?;
+        let output = match sensor.poll().await {
+            Ok(output) => output,
+            Err(failure) => {
+                let error = failed(failure);
+                record(StepKind::Poll, Err(&error))?;
+                return Err(error);
+            }
+        };
+        record(StepKind::Poll, Ok(&output.payloads))?;
         // A poll with a payload `serve` would refuse prints nothing and commits no state.
         for (index, p) in output.payloads.iter().enumerate() {
             catalog
@@ -418,10 +528,113 @@ async fn sensor_run(args: RunArgs) -> Result<(), CliError> {
         tracing::debug!(sensor = %spec.sensor_ref, payloads = output.payloads.len(), fuel = output.fuel_used, "poll done");
         done += 1;
         if args.polls != 0 && done >= args.polls {
+            if let Some(dir) = &args.record {
+                eprintln!("recorded {done} polls into {}", dir.join(RECORDING_FILE).display());
+            }
             return Ok(());
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// `sensor run --watch`: the run again on every change of the target's files (the recording
+/// and the state file excepted), after `--build` if given.
+async fn sensor_watch(args: RunArgs) -> Result<(), CliError> {
+    let root = if args.target.is_dir() {
+        args.target.clone()
+    } else {
+        // A sensor manifest lives in its pack's `sensors/`; a bare file in its own directory.
+        let parent = args.target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        match parent.file_name() {
+            Some(name) if name == "sensors" && parent.parent().is_some_and(|p| p.join("pack.yaml").is_file()) => {
+                parent.parent().unwrap_or(parent).to_path_buf()
+            }
+            _ => parent.to_path_buf(),
+        }
+    };
+    let ignored = args.record.iter().chain(args.state_file.iter()).cloned().collect();
+    let watch = Watch { root, ignored, build: args.build.clone() };
+    watch
+        .run(|| {
+            let args = RunArgs { watch: false, build: None, ..args.clone() };
+            async move { sensor_run(args).await.map_err(|e| e.message) }
+        })
+        .await;
+    Ok(())
+}
+
+/// `sensor test`: every recording given (or found one level down), replayed; a line per
+/// recording, and the failures counted.
+async fn sensor_test(args: TestArgs) -> Result<(), CliError> {
+    let engine = start_engine(engine_settings(args.cache_dir.clone(), args.runtimes_dir.clone()))?;
+    let mut dirs = Vec::new();
+    for dir in &args.recordings {
+        if dir.join(RECORDING_FILE).is_file() {
+            dirs.push(dir.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| CliError::bad_input(format!("{}: {e}", dir.display())))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.join(RECORDING_FILE).is_file())
+            .collect();
+        if found.is_empty() {
+            return Err(CliError::bad_input(format!(
+                "{}: no {RECORDING_FILE} here nor in a subdirectory (make one with `sensor run --record {}`)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        found.sort();
+        dirs.extend(found);
+    }
+    let mut failures = 0;
+    for dir in &dirs {
+        match replay_one(&engine, dir).await {
+            Ok(replayed) => println!(
+                "ok: {}: {} polls, {} host calls, {} payloads replayed",
+                dir.display(),
+                replayed.polls,
+                replayed.host_calls,
+                replayed.payloads
+            ),
+            Err(e) => {
+                failures += 1;
+                eprintln!("FAILED: {}: {e}", dir.display());
+            }
+        }
+    }
+    match failures {
+        0 => Ok(()),
+        n => Err(CliError { code: EXIT_FAILED, message: format!("{n} of {} recordings differ", dirs.len()) }),
+    }
+}
+
+async fn replay_one(engine: &Arc<SensorEngine>, dir: &Path) -> Result<Replayed, String> {
+    let recording = Recording::read(dir)?;
+    let args = RunArgs {
+        target: recording.target_from(dir),
+        config: recording.config.as_ref().map(Value::to_string),
+        sensor: Some(recording.sensor.clone()),
+        ..RunArgs::default()
+    };
+    let (spec, catalog) = resolve_target_with_triggers(&args).map_err(|e| e.message)?;
+    let sensor_ref = spec.sensor_ref.clone();
+    let describe = |failure: &SensorFailure| sensor_failed(&sensor_ref, failure.clone()).message;
+    replay(engine, Arc::new(spec), &catalog, &recording, describe).await
+}
+
+/// What the sensor's instance is given: `spec` with the `{{ secret.NAME }}` of its config
+/// resolved from the secrets `serve` would hold (`ATTUNE_SECRET_<NAME>`, the settings file of
+/// `ATTUNE_CONFIG`); and, for a recording, each secret used with its reference. The spec printed,
+/// recorded or stored keeps the references (and `sensor test` hands them to the sensor as its
+/// secrets, so a replay needs none).
+fn with_secrets(spec: &SensorSpec, target: &Path) -> Result<(Arc<SensorSpec>, Redactions), CliError> {
+    let settings = std::env::var_os("ATTUNE_CONFIG").map(PathBuf::from);
+    let secrets = crate::config::resolve_secrets(settings.as_deref()).map_err(CliError::bad_input)?;
+    let config =
+        secrets.resolve(&spec.config).map_err(|e| CliError::bad_input(format!("{}: {e}", target.display())))?;
+    Ok((Arc::new(SensorSpec { config, ..spec.clone() }), secrets.redactions(&spec.config)))
 }
 
 /// `<sensor>: <reason>`, with the sensor's traceback below when it has one.
@@ -472,7 +685,7 @@ fn timer_preview(trigger_params: &str, after: Option<&str>, count: usize) -> Res
 /// A pack directory, or a directory of packs: each is loaded and checked as `serve` would,
 /// and each sensor's code is loaded in the sandbox (without `init` or `poll`). Every error is
 /// printed as an `error:` line, then their count; packs without any get an `ok` line on stdout.
-async fn pack_validate(dir: &Path, ceilings: &HostCeilings, settings: EngineSettings) -> ExitCode {
+async fn pack_validate(dir: &Path, ceilings: &HostCeilings, secrets: &Secrets, settings: EngineSettings) -> ExitCode {
     let bad_input = |message: &dyn std::fmt::Display| {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_BAD_INPUT)
@@ -500,6 +713,8 @@ async fn pack_validate(dir: &Path, ceilings: &HostCeilings, settings: EngineSett
     let mut failed = 0usize;
     for report in &validation.reports {
         let mut errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        // A secret must be set as `serve` needs it, though its value is not used here.
+        errors.extend(report.pack.iter().flat_map(|p| p.unset_secrets(secrets)).map(|e| e.to_string()));
         if let (Some(pack), Some(engine)) = (&report.pack, &engine) {
             for sensor in &pack.sensors {
                 if let Err(e) = SensorInstance::check(engine, sensor).await {
@@ -542,7 +757,7 @@ fn sensor_check_error(sensor: &SensorSpec, error: crate::sandbox::StartError) ->
 async fn serve(print_config: bool, args: ServeArgs) -> Result<(), CliError> {
     let config = crate::config::resolve(args).map_err(CliError::bad_input)?;
     if print_config {
-        let text = serde_yaml_ng::to_string(&crate::config::to_file_config(&config)).map_err(CliError::bad_input)?;
+        let text = crate::config::printed(&config).map_err(CliError::bad_input)?;
         print!("{text}");
         return Ok(());
     }
@@ -567,16 +782,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// The store at `--database-url`, migrated.
+async fn open_store(db: &DatabaseArgs) -> Result<Arc<dyn Store>, CliError> {
+    let url = &db.database_url;
+    let store = crate::store::open(url).await.map_err(|e| CliError::bad_input(format!("{url}: {e}")))?;
+    store.migrate().await.map_err(|e| CliError::bad_input(format!("{url}: {e}")))?;
+    Ok(store)
+}
+
 async fn token(command: TokenCommand) -> Result<(), CliError> {
     let failed = |e: &dyn std::fmt::Display| CliError { code: EXIT_FAILED, message: e.to_string() };
-    let open = |db: &DatabaseArgs| {
-        let url = db.database_url.clone();
-        async move {
-            let store = crate::store::open(&url).await.map_err(|e| CliError::bad_input(format!("{url}: {e}")))?;
-            store.migrate().await.map_err(|e| CliError::bad_input(format!("{url}: {e}")))?;
-            Ok::<_, CliError>(crate::auth::Tokens::new(store))
-        }
-    };
+    let open = async |db: &DatabaseArgs| Ok::<_, CliError>(crate::auth::Tokens::new(open_store(db).await?));
     match command {
         TokenCommand::Create { scope, name, triggers, expires, db } => {
             let tokens = open(&db).await?;
@@ -600,6 +816,46 @@ async fn token(command: TokenCommand) -> Result<(), CliError> {
                 return Err(CliError::bad_input(format!("no token `{id}`")));
             }
             eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+/// `sensor state show|reset`: on the store directly, as `GET` and `DELETE /sensors/{ref}/state`
+/// do through a host. A sensor the store knows nothing of (no state, no status) is refused, with
+/// the closest ref it knows.
+async fn sensor_state(command: StateCommand) -> Result<(), CliError> {
+    let failed = |e: &dyn std::fmt::Display| CliError { code: EXIT_FAILED, message: e.to_string() };
+    let (StateCommand::Show { sensor, db } | StateCommand::Reset { sensor, db }) = &command;
+    let store = open_store(db).await?;
+    let stored = store.sensor_state(sensor).await.map_err(|e| failed(&e))?;
+    if stored.is_empty() && store.sensor_status(sensor).await.map_err(|e| failed(&e))?.is_none() {
+        let statuses = store.sensor_statuses().await.map_err(|e| failed(&e))?;
+        let hint = crate::pack::did_you_mean(sensor, statuses.iter().map(|s| s.sensor_ref.as_str()))
+            .map(|close| format!("; did you mean `{close}`?"))
+            .unwrap_or_default();
+        return Err(CliError::bad_input(format!("{}: no sensor `{sensor}` has run here{hint}", db.database_url)));
+    }
+    match command {
+        StateCommand::Show { sensor, .. } => {
+            let shown = crate::api::SensorStateOut { sensor, state: stored };
+            println!("{}", serde_json::to_string(&shown).map_err(|e| failed(&e))?);
+        }
+        StateCommand::Reset { sensor, .. } => {
+            // A `serve` running the sensor hears of it through the outbox, written in the same
+            // commit; with no host live there is nobody to tell (a host starting later reads the
+            // cleared state).
+            let live = !store.live_hosts().await.map_err(|e| failed(&e))?.is_empty();
+            let announcement = live.then(|| crate::supervisor::state_reset_announcement(&sensor, "cli"));
+            let keys = stored.len();
+            let reset = crate::store::Commit {
+                sensor_ref: Some(sensor.clone()),
+                state: crate::store::cleared(stored),
+                outbox: announcement.into_iter().collect(),
+                ..Default::default()
+            };
+            store.write(&[reset]).await.map_err(|e| failed(&e))?;
+            eprintln!("reset the state of {sensor} ({keys} key{} deleted)", if keys == 1 { "" } else { "s" });
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ use crate::api::WebhookSecrets;
 use crate::app::{AppConfig, new_host_id};
 use crate::limits::{HostCeilings, Limits};
 use crate::sandbox::EngineSettings;
+use crate::secrets::Secrets;
 use crate::serve::ServeConfig;
 use crate::supervisor::SupervisorOptions;
 
@@ -48,6 +49,9 @@ pub struct FileConfig {
     /// Webhook secrets by trigger ref; an `ATTUNE_WEBHOOK_SECRET_<TRIGGER>` variable replaces
     /// the one given here for its trigger.
     pub webhook_secrets: Option<BTreeMap<String, String>>,
+    /// Secrets by name, for `{{ secret.NAME }}` in pack and sensor config (see
+    /// [`crate::secrets`]); an `ATTUNE_SECRET_<NAME>` variable replaces the one given here.
+    pub secrets: Option<BTreeMap<String, String>>,
 }
 
 impl FileConfig {
@@ -77,8 +81,10 @@ impl FileConfig {
 /// file, else the default shown (see [`crate::config`]).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// YAML file with any of the settings below (keys as the flags, with `_`); unknown keys
-    /// are an error. Relative paths in it are relative to the file.
+    /// YAML file with any of the settings below (keys as the flags, with `_`), and the maps
+    /// `webhook_secrets: {TRIGGER: secret}` and `secrets: {NAME: value}` (what `{{ secret.NAME }}`
+    /// in pack and sensor config resolves to); unknown keys are an error. Relative paths in it
+    /// are relative to the file.
     #[arg(long, env = "ATTUNE_CONFIG")]
     pub config: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://..` [default: sqlite://<data dir>/attune.db]
@@ -113,10 +119,11 @@ pub struct ServeArgs {
     /// Consecutive failures before a sensor is quarantined [default: 5]
     #[arg(long, env = "ATTUNE_QUARANTINE_AFTER")]
     pub quarantine_after: Option<u32>,
-    /// First backoff after a sensor failure, doubling [default: 1000]
+    /// First backoff after a sensor failure, in milliseconds, doubling after each failure
+    /// [default: 1000]
     #[arg(long, env = "ATTUNE_BACKOFF_INITIAL_MS")]
     pub backoff_initial_ms: Option<u64>,
-    /// Longest backoff [default: 60000]
+    /// Longest backoff, in milliseconds [default: 60000]
     #[arg(long, env = "ATTUNE_BACKOFF_MAX_MS")]
     pub backoff_max_ms: Option<u64>,
     /// How long events, enforcements and published outbox rows are kept (`7d`, `12h`, .., or
@@ -134,16 +141,16 @@ pub struct ServeArgs {
 /// settings `serve` and `pack validate` share.
 #[derive(Debug, Args)]
 pub struct CeilingArgs {
-    /// Most a sensor's `limits.fuel` may be [default: 100000000000000]
+    /// Most a sensor's `limits.fuel` may be, in fuel units [default: 100000000000000]
     #[arg(long, env = "ATTUNE_MAX_FUEL")]
     pub max_fuel: Option<u64>,
-    /// Most a sensor's `limits.memory_mib` may be [default: 2048]
+    /// Most a sensor's `limits.memory_mib` may be, in MiB [default: 2048]
     #[arg(long, env = "ATTUNE_MAX_MEMORY_MIB")]
     pub max_memory_mib: Option<u32>,
-    /// Most a sensor's `limits.timeout_ms` may be [default: 60000]
+    /// Most a sensor's `limits.timeout_ms` may be, in milliseconds [default: 60000]
     #[arg(long, env = "ATTUNE_MAX_TIMEOUT_MS")]
     pub max_timeout_ms: Option<u64>,
-    /// Most a sensor's `limits.max_payload_bytes` may be [default: 4194304]
+    /// Most a sensor's `limits.max_payload_bytes` may be, in bytes [default: 4194304]
     #[arg(long, env = "ATTUNE_MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<usize>,
     /// Most a sensor's `limits.max_events_per_poll` may be [default: 10000]
@@ -185,10 +192,23 @@ pub fn resolve_ceilings(config: Option<&Path>, args: &CeilingArgs) -> Result<Hos
     args.resolve(&FileConfig::load_or_default(config)?)
 }
 
+/// The secrets `serve` would hold with the same config file and environment (for `pack
+/// validate`, which checks that each one a pack names is set, without using its value).
+pub fn resolve_secrets(config: Option<&Path>) -> Result<Secrets, String> {
+    secrets(&FileConfig::load_or_default(config)?)
+}
+
+/// The file's `secrets:`, each replaced by its `ATTUNE_SECRET_<NAME>` variable when set.
+fn secrets(file: &FileConfig) -> Result<Secrets, String> {
+    let from_file = file.secrets.as_ref().map(Secrets::from_map).transpose()?.unwrap_or_default();
+    Ok(from_file.overlaid_with(Secrets::from_env()))
+}
+
 /// The effective settings: each from the flag or its variable, else the file, else the default.
 pub fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
     let file = FileConfig::load_or_default(args.config.as_deref())?;
     let ceilings = args.ceilings.resolve(&file)?;
+    let secrets = secrets(&file)?;
     let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
     let host_id = match args.host_id.or(file.host_id) {
         Some(id) => valid_host_id(&id)?,
@@ -220,6 +240,7 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
     }
     Ok(ServeConfig {
         webhook_secrets: file_secrets.overlaid_with(WebhookSecrets::from_env()),
+        secrets,
         app: AppConfig {
             amqp_url: args.amqp_url.or(file.amqp_url),
             exchange,
@@ -236,8 +257,20 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
     })
 }
 
+/// What `serve --print-config` prints: [`to_file_config`] as YAML, then the names of the
+/// secrets held, as a comment (so the output still reads back as the same settings, and no value
+/// is shown).
+pub fn printed(config: &ServeConfig) -> Result<String, String> {
+    let mut text = serde_yaml_ng::to_string(&to_file_config(config)).map_err(|e| e.to_string())?;
+    let names: Vec<&str> = config.secrets.names().collect();
+    if !names.is_empty() {
+        text.push_str(&format!("# secrets (values never printed): {}\n", names.join(", ")));
+    }
+    Ok(text)
+}
+
 /// The effective settings in the config file's own format (`serve --print-config`), with
-/// passwords in URLs masked and webhook secrets left out.
+/// passwords in URLs masked and webhook and sensor secrets left out.
 pub fn to_file_config(config: &ServeConfig) -> FileConfig {
     FileConfig {
         database_url: Some(masked(&config.app.database_url)),
@@ -261,6 +294,7 @@ pub fn to_file_config(config: &ServeConfig) -> FileConfig {
         min_poll_interval: Some(config.ceilings.min_poll_interval),
         // Secrets are never printed.
         webhook_secrets: None,
+        secrets: None,
     }
 }
 
@@ -449,6 +483,29 @@ mod tests {
         let again = resolved(dir.path(), &[&config_file(dir.path(), &printed)]).unwrap();
         assert_eq!(again.ceilings, config.ceilings);
         assert_eq!((again.app.host_id, again.app.exchange), (config.app.host_id, config.app.exchange));
+    }
+
+    #[test]
+    fn secrets_come_from_the_file_and_the_environment_and_are_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = config_file(dir.path(), "secrets: {CONFIG_TEST_A: from-file-a, CONFIG_TEST_B: from-file-b}\n");
+        let config = resolved(dir.path(), &[&file]).unwrap();
+        let names: Vec<&str> = config.secrets.names().collect();
+        assert!(names.contains(&"CONFIG_TEST_A") && names.contains(&"CONFIG_TEST_B"), "{names:?}");
+        let resolved_value = config.secrets.resolve(&serde_json::json!("{{ secret.CONFIG_TEST_B }}")).unwrap();
+        assert_eq!(resolved_value, "from-file-b");
+        let printed = printed(&config).unwrap();
+        assert!(!printed.contains("from-file"), "{printed}");
+        assert!(
+            printed.contains("# secrets (values never printed): ") && printed.contains("CONFIG_TEST_A"),
+            "{printed}"
+        );
+        // Read back, the printed settings hold no secret (the names are a comment).
+        let again = resolved(dir.path(), &[&config_file(dir.path(), &printed)]).unwrap();
+        assert!(!again.secrets.contains("CONFIG_TEST_A"));
+
+        let bad = config_file(dir.path(), "secrets: {not-a-name: x}\n");
+        assert!(resolved(dir.path(), &[&bad]).unwrap_err().starts_with("secrets: `not-a-name`"));
     }
 
     #[test]

@@ -225,7 +225,14 @@ impl Membership {
             held.get(&key).is_some_and(|g| *g == fence.generation) && held.remove(&key).is_some()
         };
         if removed {
-            self.metrics.ownership_changed(&self.host_id, fence.kind.as_str(), &fence.item, false, fence.generation, None);
+            self.metrics.ownership_changed(
+                &self.host_id,
+                fence.kind.as_str(),
+                &fence.item,
+                false,
+                fence.generation,
+                None,
+            );
             self.tell(fence.kind, std::slice::from_ref(&fence.item), false).await;
             self.wake.notify_one();
         }

@@ -14,6 +14,7 @@ use crate::capabilities::{AllowedHosts, GrantedPaths};
 use crate::limits::{HostCeilings, Limits};
 use crate::sandbox::SensorSpec;
 use crate::sandbox::{Grants, SensorCode};
+use crate::secrets::{self, SecretRef, Secrets};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +109,16 @@ pub struct Pack {
     pub sensors: Vec<SensorSpec>,
     /// `rules/*.yaml`, each checked as the API would check it.
     pub rules: Vec<PackRule>,
+    /// The `{{ secret.NAME }}` in `pack.yaml`'s and the sensors' `config`: the host must hold
+    /// each secret for the pack to load (see [`require_secrets`]).
+    pub secrets: Vec<SecretUse>,
+}
+
+/// A `{{ secret.NAME }}` in one of a pack's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretUse {
+    pub file: PathBuf,
+    pub reference: SecretRef,
 }
 
 /// A rule shipped with a pack, installed on first start.
@@ -171,13 +182,23 @@ impl TriggerManifest {
 /// others gets a did-you-mean. A null or `{}` schema accepts anything; `Err` when `schema` is
 /// not a JSON Schema.
 pub fn schema_errors(schema: &Value, instance: &Value, root: &str) -> Result<Vec<FieldError>, String> {
+    schema_errors_but(schema, instance, root, |_| false)
+}
+
+/// [`schema_errors`] without the problems `ignored` picks.
+fn schema_errors_but(
+    schema: &Value,
+    instance: &Value,
+    root: &str,
+    ignored: impl Fn(&jsonschema::ValidationError<'_>) -> bool,
+) -> Result<Vec<FieldError>, String> {
     use jsonschema::error::ValidationErrorKind;
     if schema.is_null() || schema.as_object().is_some_and(Map::is_empty) {
         return Ok(Vec::new());
     }
     let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
     let mut errors = Vec::new();
-    for error in validator.iter_errors(instance) {
+    for error in validator.iter_errors(instance).filter(|e| !ignored(e)) {
         let at = field_path(root, error.instance_path());
         match error.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected }
@@ -236,8 +257,10 @@ fn unknown_key(key: &str, known: &[String]) -> String {
     }
 }
 
-pub(crate) fn unknown_trigger<'a>(trigger: &str, known: impl IntoIterator<Item = &'a str>) -> String {
-    match did_you_mean(trigger, known) {
+pub(crate) fn unknown_trigger<'a>(trigger: &str, known: impl IntoIterator<Item = &'a str> + Clone) -> String {
+    // A trigger named without its pack (`tick` for `mypack.tick`) is suggested whole.
+    let qualified = known.clone().into_iter().find(|k| k.split_once('.').is_some_and(|(_, name)| name == trigger));
+    match qualified.or_else(|| did_you_mean(trigger, known)) {
         Some(close) => format!("unknown trigger `{trigger}`; did you mean `{close}`?"),
         None => format!("unknown trigger `{trigger}`"),
     }
@@ -259,7 +282,28 @@ pub fn did_you_mean<'a>(given: &str, candidates: impl IntoIterator<Item = &'a st
 fn read_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, PackError> {
     let text = read_pack_file(file)?;
     // The parser's message already says which field and at which line and column.
-    serde_yaml_ng::from_str(&text).map_err(|e| PackError::new(file, None, e.to_string()))
+    serde_yaml_ng::from_str(&text).map_err(|e| manifest_error(file, &e))
+}
+
+/// A manifest that does not parse: the parser's message (which names the key, the line and the
+/// column), and for an unknown key or value the closest known one.
+fn manifest_error(file: &Path, error: &dyn std::fmt::Display) -> PackError {
+    let message = error.to_string();
+    match suggestion(&message) {
+        Some(close) => PackError::new(file, None, format!("{message}; did you mean `{close}`?")),
+        None => PackError::new(file, None, message),
+    }
+}
+
+/// For serde's `unknown field `x`, expected one of `a`, `b`` (or `unknown variant ..`), the
+/// expected name closest to `x`, when one is close.
+fn suggestion(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("unknown field `").or_else(|| message.split_once("unknown variant `"))?;
+    let (given, rest) = rest.split_once('`')?;
+    let (_, expected) = rest.split_once("expected")?;
+    // The expected names are the backquoted words after `expected`.
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    did_you_mean(given, known).map(str::to_string)
 }
 
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
@@ -388,6 +432,15 @@ impl Pack {
         }
         report.errors.extend(check_config(&manifest_file, &manifest));
         let errors = &mut report.errors;
+        let mut secret_uses = Vec::new();
+        let mut used = |file: &Path, references: Vec<SecretRef>| {
+            secret_uses
+                .extend(references.into_iter().map(|reference| SecretUse { file: file.to_path_buf(), reference }));
+        };
+        match secrets::references(&manifest.config, "config") {
+            Ok(references) => used(&manifest_file, references),
+            Err(e) => errors.push(PackError::at(&manifest_file, e)),
+        }
 
         let mut triggers = Vec::new();
         for file in yaml_files(&dir.join("triggers")).unwrap_or_else(|e| take(errors, e)) {
@@ -432,7 +485,10 @@ impl Pack {
                 }
             };
             match resolve_sensor(&pack_ref, dir, &file, sensor, &report.declared_triggers, &context, ceilings) {
-                Ok(spec) => sensors.push(spec),
+                Ok((spec, references)) => {
+                    sensors.push(spec);
+                    used(&file, references);
+                }
                 Err(e) => errors.extend(e),
             }
         }
@@ -454,9 +510,26 @@ impl Pack {
                 Err(e) => errors.push(e),
             }
         }
-        report.pack = Some(Self { dir: dir.to_path_buf(), manifest, triggers, actions, sensors, rules });
+        report.pack =
+            Some(Self { dir: dir.to_path_buf(), manifest, triggers, actions, sensors, rules, secrets: secret_uses });
         report
     }
+
+    /// A pack error for each `{{ secret.NAME }}` of the pack that `secrets` does not hold, naming
+    /// the file, the field and the secret, with where to set it.
+    pub fn unset_secrets(&self, secrets: &Secrets) -> Vec<PackError> {
+        self.secrets
+            .iter()
+            .filter_map(|used| secrets::unset(&used.reference, secrets).map(|e| PackError::at(&used.file, e)))
+            .collect()
+    }
+}
+
+/// Every secret the packs' configs name must be one the host holds; the error is the first one
+/// that is not. Checked wherever packs load (`serve`, a pack reload, `pack validate`), so a
+/// sensor is never handed a reference it cannot resolve.
+pub fn require_secrets(packs: &[Pack], secrets: &Secrets) -> Result<(), PackError> {
+    packs.iter().flat_map(|p| p.unset_secrets(secrets)).next().map_or(Ok(()), Err)
 }
 
 /// A pack's rule lives under the pack's own ref: it cannot replace another pack's rule.
@@ -477,13 +550,20 @@ fn take<T>(errors: &mut Vec<PackError>, error: PackError) -> Vec<T> {
     Vec::new()
 }
 
-/// The pack's `config` (absent counts as `{}`) against its `config_schema`.
+/// The pack's `config` (absent counts as `{}`) against its `config_schema`. A value holding a
+/// `{{ secret.NAME }}` is known only once resolved, for the sensor: here it is only checked to be
+/// where a string may stand (a secret is a string), and never quoted.
 fn check_config(file: &Path, manifest: &PackManifest) -> Vec<PackError> {
+    use jsonschema::error::ValidationErrorKind;
     let config = match &manifest.config {
         Value::Null => Value::Object(Map::new()),
         config => config.clone(),
     };
-    match schema_errors(&manifest.config_schema, &config, "config") {
+    let unknown_yet = |e: &jsonschema::ValidationError<'_>| {
+        e.instance().as_str().is_some_and(secrets::holds_reference)
+            && !matches!(e.kind(), ValidationErrorKind::Type { .. })
+    };
+    match schema_errors_but(&manifest.config_schema, &config, "config", unknown_yet) {
         Ok(errors) => errors.into_iter().map(|e| PackError::at(file, e)).collect(),
         Err(message) => vec![PackError::new(file, Some("config_schema"), message)],
     }
@@ -621,7 +701,7 @@ pub(crate) fn check_action<'a>(action: &str, known: impl IntoIterator<Item = &'a
 
 fn load_rule(file: &Path) -> Result<PackRule, PackError> {
     let text = read_pack_file(file)?;
-    let spec = RuleSpec::from_yaml_str(&text).map_err(|e| PackError::new(file, None, e.to_string()))?;
+    let spec = RuleSpec::from_yaml_str(&text).map_err(|e| manifest_error(file, &e))?;
     let rule = attune_rules::compile(spec.clone()).map_err(|e| PackError::new(file, Some(&e.field), e.message))?;
     if is_timer_trigger(rule.trigger()) {
         let params = Value::Object(rule.trigger_params().clone());
@@ -664,7 +744,7 @@ fn resolve_sensor(
     triggers: &[String],
     context: &Value,
     ceilings: &HostCeilings,
-) -> Result<SensorSpec, Vec<PackError>> {
+) -> Result<(SensorSpec, Vec<SecretRef>), Vec<PackError>> {
     let mut errors = Vec::new();
     let sensor_ref = qualify(pack_ref, &sensor.sensor_ref, file).map_err(|e| errors.push(e)).ok();
     if sensor.triggers.is_empty() {
@@ -701,22 +781,36 @@ fn resolve_sensor(
     let paths = GrantedPaths::resolve(&sensor.capabilities.paths, pack_dir)
         .map_err(|e| errors.push(PackError::new(file, Some("capabilities.paths"), e)))
         .ok();
-    let config = match &sensor.config {
-        Value::Null => Some(Value::Object(Default::default())),
-        config => attune_rules::template::render(config, context)
-            .map_err(|e| errors.push(PackError::new(file, Some("config"), e.to_string())))
-            .ok(),
+    // Secrets stay references here (rendered as themselves): they are resolved only when the
+    // config is handed to the sensor.
+    let references =
+        secrets::references(&sensor.config, "config").map_err(|e| errors.push(PackError::at(file, e))).ok();
+    let config = match (&sensor.config, &references) {
+        (Value::Null, _) => Some(Value::Object(Default::default())),
+        (config, Some(references)) => {
+            let mut context = context.clone();
+            context["secret"] = secrets::placeholders(references);
+            attune_rules::template::render(config, &context)
+                .map_err(|e| errors.push(PackError::new(file, Some("config"), e.to_string())))
+                .ok()
+        }
+        (_, None) => None,
     };
-    match (sensor_ref, code, http, paths, config) {
-        (Some(sensor_ref), Some(code), Some(http), Some(paths), Some(config)) if errors.is_empty() => Ok(SensorSpec {
-            sensor_ref,
-            triggers: sensor.triggers,
-            code,
-            poll_interval: Duration::from_secs_f64(sensor.poll_interval),
-            limits: sensor.limits,
-            grants: Arc::new(Grants { http, paths }),
-            config,
-        }),
+    match (sensor_ref, code, http, paths, config, references) {
+        (Some(sensor_ref), Some(code), Some(http), Some(paths), Some(config), Some(references))
+            if errors.is_empty() =>
+        {
+            let spec = SensorSpec {
+                sensor_ref,
+                triggers: sensor.triggers,
+                code,
+                poll_interval: Duration::from_secs_f64(sensor.poll_interval),
+                limits: sensor.limits,
+                grants: Arc::new(Grants { http, paths }),
+                config,
+            };
+            Ok((spec, references))
+        }
         _ => Err(errors),
     }
 }
@@ -864,6 +958,57 @@ mod tests {
         assert_eq!(did_you_mean("badpack.nope", CORE_TRIGGERS), None);
         assert_eq!(did_you_mean("x", ["y"]), Some("y"));
         assert_eq!(did_you_mean("ab", ["xy"]), None);
+    }
+
+    #[test]
+    fn unknown_keys_and_values_get_the_closest_known_one() {
+        let near = "unknown field `config_shema`, expected one of `ref`, `config_schema`, `config` at line 3 column 1";
+        assert_eq!(suggestion(near).as_deref(), Some("config_schema"));
+        let nested = "limits: unknown field `fule`, expected one of `fuel`, `memory_mib` at line 5 column 10";
+        assert_eq!(suggestion(nested).as_deref(), Some("fuel"));
+        assert_eq!(
+            suggestion("unknown variant `pyhton`, expected `python` or `javascript`").as_deref(),
+            Some("python")
+        );
+        assert_eq!(suggestion("unknown field `zzz`, expected `ref` or `version`"), None, "nothing close");
+        assert_eq!(suggestion("missing field `ref`"), None);
+        assert_eq!(unknown_trigger("tick", ["p.tick", "p.tock"]), "unknown trigger `tick`; did you mean `p.tick`?");
+    }
+
+    /// A pack's config holding secrets: the schema judges only that a string may stand there,
+    /// and each secret must be held for the pack to load.
+    #[test]
+    fn secrets_in_pack_config_are_typed_and_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema =
+            "config_schema: {type: object, properties: {token: {type: string, minLength: 40}, port: {type: integer}}}";
+        let manifest = |config: &str| {
+            std::fs::write(
+                dir.path().join("pack.yaml"),
+                format!("ref: p\nversion: 1.0.0\n{schema}\nconfig: {config}\n"),
+            )
+            .unwrap();
+            Pack::check(dir.path(), &HostCeilings::default())
+        };
+        let report = manifest(r#"{token: "{{ secret.TOKEN }}", port: 80}"#);
+        assert!(report.errors.is_empty(), "the reference is not held to minLength: {:?}", report.errors);
+        let pack = report.pack.unwrap();
+        let mut held = Secrets::default();
+        let unset = pack.unset_secrets(&held);
+        assert_eq!(unset.len(), 1);
+        assert_eq!(
+            (unset[0].file.clone(), unset[0].field.as_deref()),
+            (dir.path().join("pack.yaml"), Some("config.token"))
+        );
+        assert!(unset[0].message.starts_with("secret `TOKEN` is not set: set ATTUNE_SECRET_TOKEN"), "{}", unset[0]);
+        held.insert("TOKEN", "short");
+        assert_eq!(require_secrets(&[pack], &held), Ok(()));
+
+        let report = manifest(r#"{token: "x", port: "{{ secret.PORT }}"}"#);
+        let messages: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0].contains("config.port") && messages[0].contains("is not of type"), "{messages:?}");
+        assert!(messages[1].contains("config.token") && messages[1].contains("shorter than 40"), "{messages:?}");
     }
 
     #[test]

@@ -10,8 +10,9 @@ use anyhow::Context;
 use crate::api::{self, ApiState, PackControl, SensorControl, SensorInfo, WebhookSecrets};
 use crate::app::{App, AppConfig};
 use crate::catalog::PackCatalog;
-use crate::pack::{Pack, PackError, load_dir_with};
+use crate::pack::{Pack, PackError, load_dir_with, require_secrets};
 use crate::sandbox::{EngineSettings, SensorEngine};
+use crate::secrets::Secrets;
 use crate::store::StoreError;
 use crate::supervisor::{SensorChanges, Supervisor, SupervisorOptions};
 
@@ -28,6 +29,9 @@ pub struct ServeConfig {
     pub engine: EngineSettings,
     pub supervisor: SupervisorOptions,
     pub webhook_secrets: WebhookSecrets,
+    /// What `{{ secret.NAME }}` in pack and sensor config resolve to; a pack naming one not held
+    /// does not load.
+    pub secrets: Secrets,
     /// What the packs' sensors may ask for, checked when packs load and reload.
     pub ceilings: crate::limits::HostCeilings,
 }
@@ -37,6 +41,7 @@ pub struct ServeConfig {
 struct PackReloader {
     dir: PathBuf,
     ceilings: crate::limits::HostCeilings,
+    secrets: Secrets,
     app: Arc<App>,
     supervisor: Arc<Supervisor>,
     running: tokio::sync::Mutex<()>,
@@ -67,6 +72,7 @@ impl PackReloader {
     async fn reload_here(&self, register: bool) -> Result<(Vec<Pack>, SensorChanges), PackError> {
         let _one_at_a_time = self.running.lock().await;
         let packs = load_dir_with(&self.dir, &self.ceilings)?;
+        require_secrets(&packs, &self.secrets)?;
         let failed =
             |e: &dyn std::fmt::Display| PackError { file: self.dir.clone(), field: None, message: e.to_string() };
         let catalog = PackCatalog::new(packs.clone()).map_err(|e| failed(&e))?;
@@ -106,12 +112,17 @@ impl SensorControl for Supervisor {
     async fn restart(&self, sensor_ref: &str) -> Result<bool, Arc<StoreError>> {
         Supervisor::restart(self, sensor_ref).await
     }
+
+    async fn reset_state(&self, sensor_ref: &str) -> Result<bool, Arc<StoreError>> {
+        Supervisor::reset_state(self, sensor_ref).await
+    }
 }
 
 /// Runs until `shutdown` resolves, then stops intake, lets in-flight polls finish, stops the
 /// timers and flushes the outbox.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let packs = load_dir_with(&config.packs, &config.ceilings)?;
+    require_secrets(&packs, &config.secrets)?;
     tracing::info!(packs = packs.len(), dir = %config.packs.display(), "packs loaded");
     let app_config = AppConfig { listen: config.listen.to_string(), ..config.app.clone() };
     let app = Arc::new(App::start(&app_config, &packs).await?);
@@ -122,7 +133,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
 
     let engine = SensorEngine::new(config.engine.clone())?;
     let sensors = app.catalog.current().sensors().cloned().collect();
-    let supervisor = Supervisor::new(app.clone(), engine, sensors, config.supervisor);
+    let supervisor = Supervisor::with_secrets(app.clone(), engine, sensors, config.supervisor, config.secrets.clone());
     supervisor.reconcile();
     let rule_sync = app.rules.follow(app.bus.as_ref());
     let follow = tokio::spawn({
@@ -139,6 +150,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let reloader = Arc::new(PackReloader {
         dir: config.packs.clone(),
         ceilings: config.ceilings,
+        secrets: config.secrets.clone(),
         app: app.clone(),
         supervisor: supervisor.clone(),
         running: tokio::sync::Mutex::new(()),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use attune_bus::Delivery;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -25,7 +25,8 @@ use crate::metrics::PollFailure;
 use crate::pipeline::IngestError;
 use crate::sandbox::SensorSpec;
 use crate::sandbox::{InstanceFeed, SensorEngine, SensorInstance, StartError};
-use crate::store::{Fence, SensorStatusRecord, StatusWrite, StoreError, WorkKind, Written};
+use crate::secrets::Secrets;
+use crate::store::{Fence, Message, SensorStatusRecord, StatusWrite, StoreError, WorkKind, Written};
 
 /// How failures are handled.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +47,18 @@ impl Default for SupervisorOptions {
 
 /// Routing key of a restart asked for on one host, which the sensor's owner carries out.
 pub const SENSOR_RESTART: &str = "sensor.restart";
+
+/// Routing key of a sensor state reset asked for on one host (or by `sensor state reset`):
+/// the host running the sensor restarts it, clearing the state again once its instance stopped.
+pub const SENSOR_STATE_RESET: &str = "sensor.state_reset";
+
+/// The announcement of a state reset of `sensor_ref`, asked for by `origin` (a host id, or
+/// `cli`), to be stored with the reset itself.
+pub fn state_reset_announcement(sensor_ref: &str, origin: &str) -> Message {
+    let body = serde_json::json!({"sensor": sensor_ref, "origin": origin});
+    let about = format!("{sensor_ref}\0{origin}");
+    crate::pipeline::announcement(SENSOR_STATE_RESET, &about, crate::store::now_micros(), body)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -171,6 +184,8 @@ pub struct Supervisor {
     app: Arc<App>,
     engine: Arc<SensorEngine>,
     options: SupervisorOptions,
+    /// What `{{ secret.NAME }}` in sensor config resolve to, when an instance starts.
+    secrets: Arc<Secrets>,
     sensors: Mutex<HashMap<String, Entry>>,
 }
 
@@ -181,13 +196,28 @@ impl std::fmt::Debug for Supervisor {
 }
 
 impl Supervisor {
+    /// A supervisor holding no secrets: a sensor whose config names one is quarantined when it
+    /// starts.
     pub fn new(
         app: Arc<App>,
         engine: Arc<SensorEngine>,
         specs: Vec<SensorSpec>,
         options: SupervisorOptions,
     ) -> Arc<Self> {
-        let supervisor = Arc::new(Self { app, engine, options, sensors: Mutex::default() });
+        Self::with_secrets(app, engine, specs, options, Secrets::default())
+    }
+
+    /// [`Supervisor::new`], resolving `{{ secret.NAME }}` in each sensor's config from `secrets`
+    /// when an instance starts (and nowhere else).
+    pub fn with_secrets(
+        app: Arc<App>,
+        engine: Arc<SensorEngine>,
+        specs: Vec<SensorSpec>,
+        options: SupervisorOptions,
+        secrets: Secrets,
+    ) -> Arc<Self> {
+        let secrets = Arc::new(secrets);
+        let supervisor = Arc::new(Self { app, engine, options, secrets, sensors: Mutex::default() });
         supervisor.replace_specs(specs);
         let work: Arc<dyn Work> = supervisor.clone();
         supervisor.app.membership.attach(WorkKind::Sensor, Arc::downgrade(&work));
@@ -294,22 +324,96 @@ impl Supervisor {
     /// Follows restarts announced by other hosts (`sensor.restart`), until aborted. On every
     /// (re)connection, when announcements may have been missed, a quarantine this host holds in
     /// memory that the store no longer records is lifted too.
+    /// State resets announced by other hosts or the command line (`sensor.state_reset`) are
+    /// carried out here when this host runs the sensor.
     pub fn follow(self: &Arc<Self>, bus: &dyn attune_bus::Bus) -> JoinHandle<()> {
-        let mut deliveries = bus.listen(SENSOR_RESTART);
+        let mut restarts = bus.listen(SENSOR_RESTART);
+        let mut resets = bus.listen(SENSOR_STATE_RESET);
         let supervisor = self.clone();
+        // The sensor an announcement from elsewhere is about.
+        let from_elsewhere = |message: &Message, here: &str| {
+            let sensor_ref = message.body["sensor"].as_str().map(str::to_string);
+            sensor_ref.filter(|_| message.body["origin"].as_str() != Some(here))
+        };
         tokio::spawn(async move {
-            while let Some(delivery) = deliveries.recv().await {
-                match delivery {
-                    Delivery::Connected => supervisor.lift_quarantines_lifted_elsewhere().await,
-                    Delivery::Message(message) => {
-                        let Some(sensor_ref) = message.body["sensor"].as_str() else { continue };
-                        if message.body["origin"].as_str() != Some(supervisor.app.membership.host_id()) {
-                            supervisor.restart_here(sensor_ref);
+            let here = supervisor.app.membership.host_id().to_string();
+            loop {
+                tokio::select! {
+                    delivery = restarts.recv() => match delivery {
+                        None => return,
+                        Some(Delivery::Connected) => supervisor.lift_quarantines_lifted_elsewhere().await,
+                        Some(Delivery::Message(message)) => {
+                            if let Some(sensor_ref) = from_elsewhere(&message, &here) {
+                                supervisor.restart_here(&sensor_ref);
+                            }
                         }
-                    }
+                    },
+                    delivery = resets.recv() => match delivery {
+                        None => return,
+                        Some(Delivery::Connected) => {}
+                        Some(Delivery::Message(message)) => {
+                            if let Some(sensor_ref) = from_elsewhere(&message, &here) {
+                                // Nothing to wait for: the reset was stored where it was asked.
+                                drop(supervisor.reset_here(&sensor_ref, None));
+                            }
+                        }
+                    },
                 }
             }
         })
+    }
+
+    /// Clears a sensor's stored state (every key) and restarts it on a fresh instance, wherever
+    /// it runs; its quarantine, if any, holds. On this host, the loop running the sensor ends
+    /// first (after its poll in flight, which is stored), the state is cleared after it, and the
+    /// next loop starts only then: no instance seeded with the old state writes after the reset.
+    /// The reset is announced in the same commit, so a host running the sensor elsewhere does the
+    /// same, clearing again what its poll in flight wrote. Returns false for a sensor no loaded
+    /// pack defines.
+    pub async fn reset_state(&self, sensor_ref: &str) -> Result<bool, Arc<StoreError>> {
+        let announcement = state_reset_announcement(sensor_ref, self.app.membership.host_id());
+        match self.reset_here(sensor_ref, Some(announcement)) {
+            None => Ok(false),
+            Some(cleared) => cleared.await.unwrap_or(Err(Arc::new(StoreError::Closed))).map(|()| true),
+        }
+    }
+
+    /// Stops the loop running `sensor_ref` here, if any; once it has ended, clears the stored state
+    /// (with `announcement` in the same commit) and lets the sensor start again. Without an
+    /// announcement (a reset stored elsewhere), it does so only while this host runs the sensor,
+    /// whose instance may have written the old state back since: a host that ran it before
+    /// another took over must not clear what the new owner wrote. `None` when there is nothing to
+    /// do.
+    fn reset_here(
+        &self,
+        sensor_ref: &str,
+        announcement: Option<Message>,
+    ) -> Option<oneshot::Receiver<Result<(), Arc<StoreError>>>> {
+        let (done, cleared) = oneshot::channel();
+        {
+            let mut sensors = self.sensors();
+            let entry = sensors.get_mut(sensor_ref)?;
+            let runs_here = entry.task.as_ref().is_some_and(|t| !t.is_finished());
+            if announcement.is_none() && !runs_here {
+                return None;
+            }
+            let previous = entry.stop_loop();
+            let (app, sensor_ref) = (self.app.clone(), sensor_ref.to_string());
+            // The sensor's next loop waits for this task (see `spawn`), so it starts from the
+            // cleared state.
+            entry.stopping = Some(tokio::spawn(async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                let result = clear_state(&app, &sensor_ref, announcement).await;
+                if let Err(e) = &result {
+                    tracing::warn!(sensor = %sensor_ref, "cannot reset the sensor's state: {e}");
+                }
+                let _ = done.send(result);
+            }));
+        }
+        self.reconcile();
+        Some(cleared)
     }
 
     async fn lift_quarantines_lifted_elsewhere(&self) {
@@ -406,11 +510,12 @@ impl Supervisor {
         }
     }
 
-    /// Starts the poll loop of `entry`, after `previous` (the loop it replaces) has ended.
+    /// Starts the poll loop of `entry`, after `previous` (the loop it replaces, or a state reset)
+    /// has ended.
     fn spawn(&self, entry: &Entry, previous: Option<JoinHandle<()>>, fence: Fence) -> Running {
         let (app, engine, spec, status, instances) =
             (self.app.clone(), self.engine.clone(), entry.spec.clone(), entry.status.clone(), entry.instances.clone());
-        let options = self.options;
+        let (options, secrets) = (self.options, self.secrets.clone());
         lock(&status).state = SensorState::Running;
         let (stop, stopped) = watch::channel(false);
         let span = tracing::info_span!("sensor", sensor = %spec.sensor_ref);
@@ -419,7 +524,7 @@ impl Supervisor {
                 if let Some(previous) = previous {
                     let _ = previous.await;
                 }
-                run_sensor(app, engine, spec, fence, status, instances, options, stopped).await;
+                run_sensor(app, engine, spec, secrets, fence, status, instances, options, stopped).await;
             }
             .instrument(span),
         );
@@ -495,6 +600,7 @@ async fn run_sensor(
     app: Arc<App>,
     engine: Arc<SensorEngine>,
     spec: Arc<SensorSpec>,
+    secrets: Arc<Secrets>,
     fence: Fence,
     status: Arc<Mutex<SensorStatus>>,
     instances: InstanceFeed,
@@ -572,7 +678,7 @@ async fn run_sensor(
                     Err(Failed { message: e.to_string(), reason: failure_reason(&e), trapped: is_trap(&e), fault })
                 }
             },
-            None => match start(&app, &engine, &spec, &instances).await {
+            None => match start(&app, &engine, &spec, &secrets, &instances).await {
                 Ok(started) => {
                     tracing::info!("sensor started");
                     sensor = Some(started);
@@ -660,6 +766,15 @@ async fn record_status(app: &App, record: SensorStatusRecord, fence: &Fence) -> 
     }
 }
 
+/// Deletes every key of the sensor's stored state, with `announcement` in the same commit.
+async fn clear_state(app: &App, sensor_ref: &str, announcement: Option<Message>) -> Result<(), Arc<StoreError>> {
+    let stored = app.store.sensor_state(sensor_ref).await.map_err(Arc::new)?;
+    if stored.is_empty() && announcement.is_none() {
+        return Ok(());
+    }
+    app.pipeline.record_state(sensor_ref, crate::store::cleared(stored), announcement.into_iter().collect()).await
+}
+
 fn is_trap(error: &PollError) -> bool {
     matches!(error, PollError::Sensor(failure) if failure.is_trap())
 }
@@ -704,15 +819,21 @@ struct Failed {
     fault: Fault,
 }
 
-/// A fresh instance seeded from the stored state; on failure, the message and whose fault.
+/// A fresh instance seeded from the stored state, its config's secrets resolved; on failure,
+/// the message and whose fault.
 async fn start(
     app: &App,
     engine: &Arc<SensorEngine>,
     spec: &Arc<SensorSpec>,
+    secrets: &Secrets,
     instances: &InstanceFeed,
 ) -> Result<SensorInstance, (String, Fault)> {
     let state = app.store.sensor_state(&spec.sensor_ref).await.map_err(|e| (e.to_string(), Fault::Host))?;
-    SensorInstance::start(engine, spec.clone(), state, instances.clone()).await.map_err(|e| match e {
+    // Held by this instance alone: the spec the supervisor keeps, lists and fingerprints has the
+    // references. A secret not held (packs naming one do not load) cannot appear by a retry.
+    let config = secrets.resolve(&spec.config).map_err(|e| (e.to_string(), Fault::Code))?;
+    let spec = Arc::new(SensorSpec { config, ..SensorSpec::clone(spec) });
+    SensorInstance::start(engine, spec, state, instances.clone()).await.map_err(|e| match e {
         StartError::Load(e) if e.is_code_error() => (e.to_string(), Fault::Code),
         StartError::Load(e) => (e.to_string(), Fault::Sensor),
         StartError::Failed(failure) => (failure.to_string(), Fault::Sensor),

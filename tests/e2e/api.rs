@@ -60,6 +60,10 @@ impl SensorControl for FakeSensors {
         self.restarts.lock().unwrap().push(sensor_ref.to_string());
         Ok(sensor_ref == "apitest.poller")
     }
+
+    async fn reset_state(&self, sensor_ref: &str) -> Result<bool, Arc<attune_host::store::StoreError>> {
+        Ok(sensor_ref == "apitest.poller")
+    }
 }
 
 /// A test double of pack loading: a reload finds the same pack again.

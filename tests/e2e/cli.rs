@@ -505,3 +505,28 @@ fn pack_validate_applies_the_configured_ceilings() {
     let (code, error) = run(validate().env("ATTUNE_MAX_MEMORY_MIB", "4096"));
     assert_eq!(code, Some(0), "raised: {error}");
 }
+
+/// Log lines past the per-call budget are not lost silently: one closing line counts them, for
+/// the call that dropped them (the last poll too).
+#[test]
+fn dropped_log_lines_are_counted_in_one_closing_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sensor = dir.path().join("chatty.py");
+    std::fs::write(
+        &sensor,
+        "from attune_sensor import log\n\ndef poll(config):\n    for i in range(150):\n        log.info(f\"line {i}\")\n    return []\n",
+    )
+    .unwrap();
+    let chatty = sensor_run(&sensor, &["--polls", "1"]);
+    assert_eq!(chatty.code, Some(0), "{}", chatty.stderr);
+    assert!(chatty.stderr.contains("line 99"), "{}", chatty.stderr);
+    assert!(!chatty.stderr.contains("line 100"), "{}", chatty.stderr);
+    let closing: Vec<&str> =
+        chatty.stderr.lines().filter(|l| l.contains("log lines of this call were dropped")).collect();
+    assert_eq!(closing.len(), 1, "{}", chatty.stderr);
+    assert!(
+        closing[0].contains("50 more log lines of this call were dropped (limit 100 lines per call)"),
+        "{}",
+        closing[0]
+    );
+}

@@ -30,7 +30,7 @@ use crate::support::{attune_host, fixture, postgres_database, settings};
 const REFUSAL_LIMIT: Duration = Duration::from_secs(20);
 
 /// The test binary's `attune-host` with the test cache and runtimes, and `counter.js`.
-fn setup() -> Setup {
+pub(crate) fn setup() -> Setup {
     let settings = settings();
     Setup {
         binary: attune_host().get_program().into(),

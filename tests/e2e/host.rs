@@ -56,6 +56,7 @@ impl Host {
             engine: settings(),
             supervisor: SupervisorOptions::default(),
             webhook_secrets,
+            secrets: Default::default(),
             ceilings: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -75,7 +76,12 @@ impl Host {
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        self.call_as(&self.token, method, path, body).await
+    }
+
+    /// [`Self::call`] with another token than the first admin one.
+    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_string());
         }

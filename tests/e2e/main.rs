@@ -6,11 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod author_host;
 mod bounds;
 mod cli;
 mod cluster;
 mod contract;
 mod contract_api;
+mod docs;
 mod faults;
 mod host;
 mod hosts;
@@ -20,6 +22,7 @@ mod namespaces;
 mod parity;
 mod pipeline;
 mod policy;
+mod recording;
 mod replays;
 mod serve;
 mod service;
@@ -28,3 +31,4 @@ mod store;
 mod supervisor;
 mod support;
 mod timers;
+mod tutorial;

@@ -23,7 +23,10 @@ async fn http_reaches_only_allowed_hosts() {
         // Nothing granted: denied before any connection is made.
         let denied = one_payload(spec(&fixture(file), json!({"url": url}))).await;
         assert_eq!(denied[kind_field], "denied", "{file}: {denied}");
-        assert!(denied["error"].as_str().unwrap().contains("not an allowed host"), "{file}: {denied}");
+        let error = denied["error"].as_str().unwrap();
+        assert!(error.contains("not an allowed host"), "{file}: {denied}");
+        // The message says where the grant goes.
+        assert!(error.contains("capabilities.http") && error.contains("--allow-http"), "{file}: {denied}");
         // Same host, other port granted: still denied.
         let denied = one_payload(with_grants(spec(&fixture(file), json!({"url": url})), &[&other_port], &[])).await;
         assert_eq!(denied[kind_field], "denied", "{file}: {denied}");

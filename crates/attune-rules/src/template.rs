@@ -7,6 +7,9 @@
 //! - A path that names nothing is an error, never an empty string; so is an unclosed `{{`, an
 //!   empty `{{ }}` and a path that does not parse. A lone `}}` is plain text.
 //! - Paths are dot paths with `[n]` indexes (see [`lookup`]).
+//! - `{{ path | default(JSON) }}` gives the JSON literal when the path names nothing, e.g.
+//!   `"{{ event.payload.note | default(\"none\") }}"` or `"{{ event.payload.n | default(0) }}"`
+//!   (typed like any whole template); a value that is there, `null` included, is kept.
 //!
 //! [`render`] works against any context value (the host uses it for sensor config with
 //! `{"pack": {"config": ..}}`); rules compile their action parameters once and render them with
@@ -66,7 +69,15 @@ pub enum TemplateProblem {
         /// A suggestion, or empty.
         hint: String,
     },
-    /// At render time, the path names nothing.
+    /// What follows `|` is not `default(<JSON>)`.
+    #[error("template `{{{{ {text} }}}}`: {reason}")]
+    BadFilter {
+        /// The expression as written.
+        text: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// At render time, the path names nothing (and no default was given).
     #[error("template `{{{{ {path} }}}}` names a missing value")]
     Missing {
         /// The path as written.
@@ -96,11 +107,26 @@ pub(crate) enum Roots<'a> {
     Only(&'a [(&'a str, RootCheck)]),
 }
 
-/// A parsed `{{ path }}`.
+/// A parsed `{{ path }}` or `{{ path | default(value) }}`.
 #[derive(Debug, Clone)]
 pub(crate) struct Expr {
     text: String,
     path: Path,
+    default: Option<Value>,
+}
+
+impl Expr {
+    /// The value the expression gives: what the path names, else the default.
+    fn value<'v, R>(&'v self, resolve: &R, at: &str) -> Result<Cow<'v, Value>, TemplateError>
+    where
+        R: Fn(&Path) -> Option<Cow<'v, Value>>,
+    {
+        match (resolve(&self.path), &self.default) {
+            (Some(found), _) => Ok(found),
+            (None, Some(default)) => Ok(Cow::Borrowed(default)),
+            (None, None) => Err(missing(at, self)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -156,19 +182,19 @@ impl Template {
     }
 
     /// Renders with `resolve` giving the value a path names (`None`: missing).
-    pub(crate) fn render<'v, R>(&self, resolve: &R) -> Result<Value, TemplateError>
+    pub(crate) fn render<'v, R>(&'v self, resolve: &R) -> Result<Value, TemplateError>
     where
         R: Fn(&Path) -> Option<Cow<'v, Value>>,
     {
         Ok(match self {
             Template::Literal(v) => v.clone(),
-            Template::Whole { at, expr } => resolve(&expr.path).ok_or_else(|| missing(at, expr))?.into_owned(),
+            Template::Whole { at, expr } => expr.value(resolve, at)?.into_owned(),
             Template::Text { at, parts } => {
                 let mut out = String::new();
                 for part in parts {
                     match part {
                         Part::Text(text) => out.push_str(text),
-                        Part::Expr(expr) => match resolve(&expr.path).ok_or_else(|| missing(at, expr))?.as_ref() {
+                        Part::Expr(expr) => match expr.value(resolve, at)?.as_ref() {
                             Value::String(s) => out.push_str(s),
                             other => out.push_str(&other.to_string()),
                         },
@@ -226,7 +252,11 @@ fn parse_expr(inner: &str, whole: &str, roots: &Roots<'_>) -> Result<Expr, Templ
     if text.is_empty() {
         return Err(TemplateProblem::Empty { text: whole.to_owned() });
     }
-    let path = Path::parse(text).map_err(TemplateProblem::BadPath)?;
+    let (path_text, default) = match text.split_once('|') {
+        Some((path_text, filter)) => (path_text.trim_end(), Some(parse_default(text, filter.trim())?)),
+        None => (text, None),
+    };
+    let path = Path::parse(path_text).map_err(TemplateProblem::BadPath)?;
     if let Roots::Only(allowed) = roots {
         let Some((_, check)) = allowed.iter().find(|(name, _)| *name == path.root) else {
             let known = allowed.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
@@ -235,7 +265,23 @@ fn parse_expr(inner: &str, whole: &str, roots: &Roots<'_>) -> Result<Expr, Templ
         };
         check(&path.steps).map_err(|reason| TemplateProblem::BadPath(PathError { path: text.to_owned(), reason }))?;
     }
-    Ok(Expr { text: text.to_owned(), path })
+    Ok(Expr { text: text.to_owned(), path, default })
+}
+
+/// The JSON literal of `default(<JSON>)`, the one filter there is.
+fn parse_default(text: &str, filter: &str) -> Result<Value, TemplateProblem> {
+    let fail = |reason: String| TemplateProblem::BadFilter { text: text.to_owned(), reason };
+    let name = filter.split('(').next().unwrap_or_default().trim();
+    if name != "default" {
+        return Err(fail(format!("unknown filter `{name}` (filters: default)")));
+    }
+    let argument = filter["default".len()..]
+        .trim()
+        .strip_prefix('(')
+        .and_then(|a| a.strip_suffix(')'))
+        .ok_or_else(|| fail("write `default(<JSON value>)`, e.g. `default(\"none\")` or `default(0)`".into()))?;
+    serde_json::from_str(argument.trim())
+        .map_err(|e| fail(format!("the default `{}` is not a JSON value ({e})", argument.trim())))
 }
 
 #[cfg(test)]
@@ -269,6 +315,35 @@ mod tests {
                 "text": "n=null }} {",
             })
         );
+    }
+
+    #[test]
+    fn defaults_fill_in_missing_values_only() {
+        let ctx = json!({"pack": {"config": {"port": 8080, "n": null}}});
+        let out = render(
+            &json!({
+                "port": "{{ pack.config.port | default(80) }}",
+                "missing": "{{ pack.config.nope | default(80) }}",
+                "typed": "{{ pack.config.nope | default({\"a\": [1]}) }}",
+                "null_is_a_value": "{{ pack.config.n | default(1) }}",
+                "text": "note: {{ pack.config.note|default(\"none\") }}",
+            }),
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"port": 8080, "missing": 80, "typed": {"a": [1]}, "null_is_a_value": null, "text": "note: none"})
+        );
+        let err = render(&json!("{{ pack.config.x | upper }}"), &ctx).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "template `{{ pack.config.x | upper }}`: unknown filter `upper` (filters: default)"
+        );
+        let err = render(&json!("{{ pack.config.x | default(none) }}"), &ctx).unwrap_err();
+        assert!(err.to_string().contains("the default `none` is not a JSON value"), "{err}");
+        let err = render(&json!("{{ pack.config.x | default }}"), &ctx).unwrap_err();
+        assert!(err.to_string().contains("write `default(<JSON value>)`"), "{err}");
     }
 
     #[test]

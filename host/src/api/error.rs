@@ -50,6 +50,7 @@
 //! | `bad_glob` | 422 | |
 //! | `bad_template` | 422 | |
 //! | `missing_template_value` | 422 | |
+//! | `too_many_streams` | 429 | `GET /stream` while the most live streams a host serves are open |
 //! | `internal` | 500 | a response that cannot be built, a rule change that failed |
 //! | `store_error` | 500 | the store failed |
 //! | `store_unavailable` | 503 | the database cannot be reached (no connection within the pool's acquire timeout, a broken or refused one, the server shutting down); with `Retry-After` |
@@ -113,6 +114,7 @@ pub enum ErrorCode {
     InvalidPack,
     /// A rule that does not compile; the code is [`RuleErrorKind::code`].
     Rule(RuleErrorKind),
+    TooManyStreams,
     Internal,
     StoreError,
     StoreUnavailable,
@@ -169,6 +171,7 @@ impl ErrorCode {
         ErrorCode::Rule(RuleErrorKind::BadGlob),
         ErrorCode::Rule(RuleErrorKind::BadTemplate),
         ErrorCode::Rule(RuleErrorKind::MissingTemplateValue),
+        ErrorCode::TooManyStreams,
         ErrorCode::Internal,
         ErrorCode::StoreError,
         ErrorCode::StoreUnavailable,
@@ -194,6 +197,7 @@ impl ErrorCode {
             | PayloadNotObject | BadBatch | TooManyEnforcements | IdempotencyKeyReused | InvalidPack | Rule(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             Internal | StoreError => StatusCode::INTERNAL_SERVER_ERROR,
             StoreUnavailable | SensorsUnavailable | PacksUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -236,6 +240,7 @@ impl ErrorCode {
             IdempotencyKeyReused => "idempotency_key_reused",
             InvalidPack => "invalid_pack",
             Rule(kind) => kind.code(),
+            TooManyStreams => "too_many_streams",
             Internal => "internal",
             StoreError => "store_error",
             StoreUnavailable => "store_unavailable",

@@ -4,6 +4,7 @@
 //! ```text
 //! GET    /health                          200 always                                   no auth
 //! GET    /ready                           200, or 503 naming the store or bus check    no auth
+//! GET    / and /console/*                 the operator console (crate::console)        no auth
 //! POST   /api/v1/webhooks/{trigger_ref}   201; 401 signature or timestamp, 404, 422    HMAC
 //! GET    /api/v1/openapi.json             200                                          read
 //! GET    /api/v1/rules                    200, paged                                   read
@@ -17,10 +18,14 @@
 //! GET    /api/v1/triggers                 200                                          read
 //! GET    /api/v1/sensors                  200; 503 without a supervisor                read
 //! POST   /api/v1/sensors/{ref}/restart    202; 404, 503                                admin
+//! GET    /api/v1/sensors/{ref}/state      200: the sensor's stored state; 404          admin
+//! DELETE /api/v1/sensors/{ref}/state      204: state reset, sensor restarted; 404, 503 admin
 //! GET    /api/v1/events                   200, paged                                   read
 //! GET    /api/v1/events/{id}              200; 404                                     read
+//! GET    /api/v1/events/{id}/explain      200: every rule on its trigger, why; 404     read
 //! POST   /api/v1/events                   201; 403 trigger not in token, 422           ingest
 //! GET    /api/v1/enforcements             200, paged                                   read
+//! GET    /api/v1/stream                   200 server-sent events; 429 too many streams read
 //! GET    /api/v1/packs                    200                                          read
 //! POST   /api/v1/packs/reload             200; 422 naming file and field, 503          admin
 //! GET    /api/v1/hosts                    200: live hosts, what each owns              read
@@ -28,7 +33,8 @@
 //! GET    /metrics                         200, Prometheus text format                  read
 //! ```
 //!
-//! "read" is an `admin` or `readonly` token, "admin" an `admin` token, "ingest" an `admin` or
+//! "read" is an `admin` or `readonly` token, "admin" an `admin` token (a sensor's state may hold
+//! what a `readonly` token should not see, so reading it is admin too), "ingest" an `admin` or
 //! `sensor` token (see [`crate::auth`]). Every route that needs a token answers 401 without one
 //! and 403 outside its scope, before the handler runs. While the database cannot be reached,
 //! every route that uses it answers 503 `store_unavailable` with `Retry-After` within about a
@@ -43,10 +49,13 @@
 
 mod error;
 mod events;
+mod explain;
 mod hosts;
 mod ops;
 mod packs;
 mod rules;
+mod sensor_state;
+mod stream;
 mod webhooks;
 
 use std::sync::Arc;
@@ -66,10 +75,13 @@ pub use events::{
     EnforcementOut, EnforcementPage, EventBatch, EventIn, EventOut, EventPage, IDEMPOTENCY_KEY_HEADER, IngestedOut,
     MAX_KEY_CHARS, REPLAYED_HEADER,
 };
+pub use explain::{ExplainOut, RuleVerdict};
 pub use hosts::{HostList, HostOut, TimerList, TimerOut};
 pub use ops::{Check, Readiness};
 pub use packs::{PackInfo, PackList, ReloadOut};
 pub use rules::{ActionDoc, DryRunOut, RuleDoc, RuleList, RuleQuery, RuleTestIn};
+pub use sensor_state::SensorStateOut;
+pub use stream::{CLIENT_BUFFER, MAX_STREAMS, StreamHub};
 pub use webhooks::{
     DELIVERY_HEADER, MAX_CLOCK_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_MAX_BODY_BYTES, WebhookSecrets,
     sign,
@@ -92,12 +104,14 @@ pub struct ApiState {
     pub sensors: Option<Arc<dyn SensorControl>>,
     /// Reloads the packs directory; `None` makes `POST /packs/reload` answer 503.
     pub packs: Option<Arc<dyn PackControl>>,
+    /// The live streams of `GET /stream`.
+    pub streams: Arc<StreamHub>,
 }
 
 impl ApiState {
     /// A state with the app's packs, no webhook secrets and no sensor supervisor.
     pub fn new(app: Arc<App>) -> Self {
-        ApiState { app, webhook_secrets: Arc::default(), sensors: None, packs: None }
+        ApiState { app, webhook_secrets: Arc::default(), sensors: None, packs: None, streams: Arc::default() }
     }
 
     pub fn with_pack_control(mut self, packs: Arc<dyn PackControl>) -> Self {
@@ -124,6 +138,11 @@ pub trait SensorControl: Send + Sync + std::fmt::Debug {
     /// Restarts a sensor on a fresh instance, clearing a quarantine, on whichever host runs it.
     /// Called on each `POST /sensors/{ref}/restart`; false when there is no such sensor.
     async fn restart(&self, sensor_ref: &str) -> Result<bool, Arc<StoreError>>;
+    /// Deletes every key of a sensor's stored state and restarts it on a fresh instance, on
+    /// whichever host runs it; returns once the state is cleared and no instance seeded with the
+    /// old one can write here. Called on each `DELETE /sensors/{ref}/state`; false when there is
+    /// no such sensor.
+    async fn reset_state(&self, sensor_ref: &str) -> Result<bool, Arc<StoreError>>;
 }
 
 /// Pack loading as the API sees it.
@@ -177,8 +196,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/triggers", get(ops::triggers))
         .route("/api/v1/sensors", get(ops::sensors))
         .route("/api/v1/sensors/{ref}/restart", post(ops::restart_sensor))
+        .route("/api/v1/sensors/{ref}/state", get(sensor_state::get_state).delete(sensor_state::reset_state))
         .route("/api/v1/events", get(events::list).post(events::ingest))
         .route("/api/v1/events/{id}", get(events::get_one))
+        .route("/api/v1/events/{id}/explain", get(explain::explain))
+        .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/enforcements", get(events::enforcements))
         .route("/api/v1/packs", get(packs::list))
         .route("/api/v1/packs/reload", post(packs::reload))
@@ -192,14 +214,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/webhooks/{trigger_ref}", webhooks::route());
     protected
         .merge(public)
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed here") })
         .with_state(state)
 }
 
-/// What a request needs: reads are `GET`, `POST /events` is ingest, everything else is admin.
+/// What a request needs: reads are `GET` (but a sensor's state), `POST /events` is ingest,
+/// everything else is admin.
 fn access_for(method: &Method, path: &str) -> Access {
-    if method == Method::GET || method == Method::HEAD {
+    let sensor_state = path.strip_prefix("/api/v1/sensors/").is_some_and(|rest| rest.ends_with("/state"));
+    if (method == Method::GET || method == Method::HEAD) && !sensor_state {
         Access::Read
     } else if method == Method::POST && path == "/api/v1/events" {
         Access::Ingest
@@ -230,9 +255,10 @@ async fn require_token(State(state): State<ApiState>, mut request: Request, next
     info(title = "Attune sensor host", description = "Rules, events, enforcements, sensors and ingest."),
     paths(
         ops::health, ops::ready, ops::openapi, ops::triggers, ops::sensors, ops::restart_sensor,
+        sensor_state::get_state, sensor_state::reset_state,
         rules::list, rules::create, rules::get_one, rules::replace, rules::delete, rules::enable,
         rules::disable, rules::test,
-        events::list, events::get_one, events::ingest, events::enforcements,
+        events::list, events::get_one, events::ingest, events::enforcements, explain::explain, stream::stream,
         packs::list, packs::reload, hosts::list, hosts::timers, ops::metrics,
         webhooks::webhook,
     ),
@@ -242,7 +268,7 @@ async fn require_token(State(state): State<ApiState>, mut request: Request, next
         (name = "rules", description = "Rules: create, change, enable, disable, dry-run"),
         (name = "events", description = "Events and enforcements; ingest for external sensors"),
         (name = "webhooks", description = "HMAC-signed webhooks"),
-        (name = "sensors", description = "Sensor status and restarts"),
+        (name = "sensors", description = "Sensor status, restarts and state"),
         (name = "packs", description = "Loaded packs and reloading them"),
         (name = "hosts", description = "Hosts sharing the store, and who runs each sensor and timer"),
         (name = "ops", description = "Health, readiness, the trigger catalog and this document"),
@@ -351,6 +377,9 @@ mod tests {
         assert_eq!(access_for(&Method::POST, "/api/v1/events"), Access::Ingest);
         assert_eq!(access_for(&Method::POST, "/api/v1/rules/test"), Access::Admin);
         assert_eq!(access_for(&Method::DELETE, "/api/v1/rules/a.b"), Access::Admin);
+        assert_eq!(access_for(&Method::GET, "/api/v1/sensors"), Access::Read);
+        assert_eq!(access_for(&Method::GET, "/api/v1/sensors/p.s/state"), Access::Admin);
+        assert_eq!(access_for(&Method::HEAD, "/api/v1/sensors/p.s/state"), Access::Admin);
     }
 
     /// Every authenticated route documents 401, 403 and 503 (with `Retry-After`); every route

@@ -105,7 +105,7 @@ pub async fn triggers(State(state): State<ApiState>) -> Json<TriggerList> {
     Json(TriggerList { triggers: state.app.catalog.current().triggers().iter().map(TriggerInfo::of).collect() })
 }
 
-fn supervisor(state: &ApiState) -> Result<&dyn SensorControl, ApiError> {
+pub(super) fn supervisor(state: &ApiState) -> Result<&dyn SensorControl, ApiError> {
     state
         .sensors
         .as_deref()

@@ -33,7 +33,7 @@ fn is_ref(text: &str) -> bool {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"ref": "user.on_webhook", "trigger": "core.webhook",
     "conditions": {"field": "payload.status", "operator": "greater_or_equal", "value": 500},
-    "action": {"ref": "core.echo", "parameters": {"message": "status {{ payload.status }}"}}}))]
+    "action": {"ref": "core.echo", "parameters": {"message": "status {{ event.payload.status }}"}}}))]
 pub struct RuleDoc {
     /// `pack.name`.
     #[serde(rename = "ref")]
@@ -156,6 +156,29 @@ impl utoipa::ToSchema for RuleTestIn {
     }
 }
 
+/// The body of `PUT /rules/{ref}` in the OpenAPI document: a [`RuleDoc`] whose `ref` may be left
+/// out (the path names the rule); when given, it must equal the path's.
+#[derive(Debug)]
+pub struct RuleReplaceIn;
+
+impl utoipa::PartialSchema for RuleReplaceIn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{RefOr, schema::Schema};
+        let mut schema = RuleDoc::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.required.retain(|field| field != "ref");
+            object.description = Some("A rule; `ref` may be left out, and when given must equal the path's.".into());
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for RuleReplaceIn {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        <RuleDoc as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// A dry run: whether the rule matches, why (condition by condition, as `attune-host rule
 /// test` explains it), and the action parameters it would enforce.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -178,7 +201,7 @@ pub struct DryRunOut {
 }
 
 impl DryRunOut {
-    fn new(dry_run: DryRun) -> Result<Self, ApiError> {
+    pub(super) fn new(dry_run: DryRun) -> Result<Self, ApiError> {
         let internal = |e: serde_json::Error| ApiError::internal(e.to_string());
         Ok(DryRunOut {
             matched: dry_run.explanation.matched,
@@ -250,7 +273,7 @@ pub async fn get_one(State(state): State<ApiState>, Path(rule_ref): Path<String>
 }
 
 /// Replace a rule. The body's `ref` may be omitted; if given it must equal the path's.
-#[utoipa::path(put, path = "/api/v1/rules/{ref}", tag = "rules", security(("bearer" = [])), request_body = RuleDoc,
+#[utoipa::path(put, path = "/api/v1/rules/{ref}", tag = "rules", security(("bearer" = [])), request_body = RuleReplaceIn,
     params(("ref" = String, Path, description = "Rule ref, `pack.name`", pattern = r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", example = "user.on_webhook")),
     responses((status = 200, body = RuleDoc), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn replace(

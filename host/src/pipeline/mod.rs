@@ -117,6 +117,23 @@ impl Pipeline {
         Ok(written)
     }
 
+    /// Stores a sensor's state writes alone (a reset deletes every key) with the messages
+    /// announcing them, through the same writer and relay as events.
+    pub async fn record_state(
+        &self,
+        sensor_ref: &str,
+        state: StateDelta,
+        messages: Vec<Message>,
+    ) -> Result<(), Arc<StoreError>> {
+        let has_messages = !messages.is_empty();
+        let commit = Commit { sensor_ref: Some(sensor_ref.to_string()), state, outbox: messages, ..Commit::default() };
+        self.committer.commit(commit).await?;
+        if has_messages {
+            self.outbox_written.notify_one();
+        }
+        Ok(())
+    }
+
     /// Stores a message for the bus alone (an announcement to the other hosts).
     pub async fn announce(&self, message: Message) -> Result<(), Arc<StoreError>> {
         self.committer.commit(Commit { outbox: vec![message], ..Commit::default() }).await?;

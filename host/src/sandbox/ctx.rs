@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{clock, fs, http, log, state, types};
 use super::limiter::SensorLimiter;
 use super::state::StateView;
+use super::tape::{self, Answer, HostCall, HttpAnswer, Tape};
 use crate::capabilities::{AllowedHosts, GrantedPaths};
 
 /// Longest log line kept; the rest is cut.
@@ -96,15 +97,21 @@ impl LogSink {
         }
     }
 
-    /// Starts a new call's budget, reporting what the last one dropped.
+    /// Starts a new call's budget.
     pub fn reset(&self) {
+        let mut budget = self.budget();
+        budget.lines = 0;
+        budget.dropped = 0;
+    }
+
+    /// Ends a call: what it dropped past the budget is counted in one closing line.
+    pub fn end_call(&self) {
         let dropped = std::mem::take(&mut self.budget().dropped);
-        self.budget().lines = 0;
         if dropped > 0 {
             tracing::warn!(
                 sensor = &*self.sensor_ref,
                 dropped,
-                "sensor log lines dropped (limit {LOG_LINES_PER_CALL} per call)"
+                "{dropped} more log lines of this call were dropped (limit {LOG_LINES_PER_CALL} lines per call)"
             );
         }
     }
@@ -162,6 +169,8 @@ pub struct SensorCtx {
     pub http_client: reqwest::Client,
     /// Wall-clock deadline of the current call; the HTTP and filesystem host calls end by it too.
     pub deadline: Instant,
+    /// Present while the host calls are recorded or replayed.
+    pub tape: Option<Tape>,
 }
 
 impl std::fmt::Debug for SensorCtx {
@@ -176,10 +185,38 @@ impl WasiView for SensorCtx {
     }
 }
 
+impl SensorCtx {
+    /// Records, or compares with the recording, a call the host answers for real. A difference
+    /// in replay traps the sensor (the driver reports the difference itself).
+    pub(super) fn taped(&self, call: impl FnOnce() -> HostCall) -> wasmtime::Result<()> {
+        match &self.tape {
+            Some(tape) => {
+                tape.check(call()).map_err(|difference| wasmtime::Error::msg(format!("replay: {difference}")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// In replay, the recorded call that `call` (whose answer is left out) is expected to be;
+    /// `None` when the host should make the call for real.
+    fn replayed(&self, call: impl FnOnce() -> HostCall) -> Option<Result<HostCall, String>> {
+        self.tape.as_ref().filter(|tape| tape.replaying()).map(|tape| tape.pass(call()))
+    }
+
+    /// In recording, keeps a call made for real with its answer.
+    fn record(&self, call: impl FnOnce() -> HostCall) {
+        if let Some(tape) = self.tape.as_ref().filter(|tape| !tape.replaying()) {
+            // Recording accepts every call.
+            let _ = tape.pass(call());
+        }
+    }
+}
+
 impl types::Host for SensorCtx {}
 
 impl log::Host for SensorCtx {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.taped(|| HostCall::Log { level: format!("{level:?}").to_lowercase(), message: message.clone() })?;
         self.log.emit(level, &message);
         Ok(())
     }
@@ -187,23 +224,39 @@ impl log::Host for SensorCtx {
 
 impl state::Host for SensorCtx {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.state.get(&key))
+        let value = self.state.get(&key);
+        self.taped(|| HostCall::StateGet { key, value: value.clone() })?;
+        Ok(value)
     }
     fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.state.set(key, value))
+        let result = self.state.set(key.clone(), value.clone());
+        self.taped(|| HostCall::StateSet { key, value, error: result.clone().err() })?;
+        Ok(result)
     }
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.taped(|| HostCall::StateDelete { key: key.clone() })?;
         self.state.delete(key);
         Ok(())
     }
     fn keys(&mut self) -> wasmtime::Result<Vec<String>> {
-        Ok(self.state.keys())
+        let keys = self.state.keys();
+        self.taped(|| HostCall::StateKeys { keys: keys.clone() })?;
+        Ok(keys)
     }
 }
 
 impl clock::Host for SensorCtx {
     fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        Ok(unix_ms(SystemTime::now()))
+        match self.replayed(|| HostCall::ClockNow { now_ms: 0 }) {
+            Some(Ok(HostCall::ClockNow { now_ms })) => Ok(now_ms),
+            Some(Ok(_)) => Err(wasmtime::Error::msg("replay: the recording answered clock.now-ms with another call")),
+            Some(Err(difference)) => Err(wasmtime::Error::msg(format!("replay: {difference}"))),
+            None => {
+                let now_ms = unix_ms(SystemTime::now());
+                self.record(|| HostCall::ClockNow { now_ms });
+                Ok(now_ms)
+            }
+        }
     }
 }
 
@@ -213,6 +266,61 @@ fn unix_ms(t: SystemTime) -> u64 {
 
 impl http::Host for SensorCtx {
     async fn send(&mut self, request: http::OutgoingRequest) -> Result<http::IncomingResponse, http::HttpError> {
+        if self.tape.is_none() {
+            return self.send_live(request).await;
+        }
+        let recorded = tape::HttpRequest {
+            method: request.method.clone(),
+            url: request.url.clone(),
+            headers: request.headers.clone(),
+            body: request.body.clone().map(tape::Body::from_bytes),
+            timeout_ms: request.timeout_ms,
+        };
+        match self.replayed(|| HostCall::HttpSend { request: recorded.clone(), answer: HttpAnswer::Timeout }) {
+            Some(Ok(HostCall::HttpSend { answer, .. })) => from_http_answer(answer),
+            Some(Ok(_)) => Err(http::HttpError::Transport("replay: the recording answered with another call".into())),
+            Some(Err(difference)) => Err(http::HttpError::Transport(format!("replay: {difference}"))),
+            None => {
+                let result = self.send_live(request).await;
+                self.record(|| HostCall::HttpSend { request: recorded, answer: to_http_answer(&result) });
+                result
+            }
+        }
+    }
+}
+
+fn to_http_answer(result: &Result<http::IncomingResponse, http::HttpError>) -> HttpAnswer {
+    match result {
+        Ok(r) => HttpAnswer::Ok(tape::HttpResponse {
+            status: r.status,
+            headers: r.headers.clone(),
+            body: tape::Body::from_bytes(r.body.clone()),
+        }),
+        Err(http::HttpError::Denied(m)) => HttpAnswer::Denied(m.clone()),
+        Err(http::HttpError::InvalidRequest(m)) => HttpAnswer::InvalidRequest(m.clone()),
+        Err(http::HttpError::Timeout) => HttpAnswer::Timeout,
+        Err(http::HttpError::TooLarge(cap)) => HttpAnswer::TooLarge(*cap),
+        Err(http::HttpError::Transport(m)) => HttpAnswer::Transport(m.clone()),
+    }
+}
+
+fn from_http_answer(answer: HttpAnswer) -> Result<http::IncomingResponse, http::HttpError> {
+    match answer {
+        HttpAnswer::Ok(r) => Ok(http::IncomingResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body.to_bytes().map_err(http::HttpError::Transport)?,
+        }),
+        HttpAnswer::Denied(m) => Err(http::HttpError::Denied(m)),
+        HttpAnswer::InvalidRequest(m) => Err(http::HttpError::InvalidRequest(m)),
+        HttpAnswer::Timeout => Err(http::HttpError::Timeout),
+        HttpAnswer::TooLarge(cap) => Err(http::HttpError::TooLarge(cap)),
+        HttpAnswer::Transport(m) => Err(http::HttpError::Transport(m)),
+    }
+}
+
+impl SensorCtx {
+    async fn send_live(&mut self, request: http::OutgoingRequest) -> Result<http::IncomingResponse, http::HttpError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| http::HttpError::InvalidRequest(format!("{}: {e}", request.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -222,7 +330,10 @@ impl http::Host for SensorCtx {
         let port = url.port_or_known_default().unwrap_or(0);
         if !self.grants.http.allows(host, port) {
             let allowed = if self.grants.http.is_empty() { "none".to_string() } else { self.grants.http.to_string() };
-            return Err(http::HttpError::Denied(format!("{host}:{port} is not an allowed host (allowed: {allowed})")));
+            return Err(http::HttpError::Denied(format!(
+                "{host}:{port} is not an allowed host (allowed: {allowed}); grant it in the sensor manifest's \
+                 capabilities.http (`sensor run` also takes --allow-http {host}:{port})"
+            )));
         }
         let method = match request.method.to_ascii_uppercase().as_str() {
             m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD") => {
@@ -270,21 +381,68 @@ impl http::Host for SensorCtx {
 
 impl fs::Host for SensorCtx {
     async fn list_dir(&mut self, path: String) -> Result<Vec<fs::DirEntry>, String> {
-        let entries = off_thread(&self.grants, self.deadline, path, |paths, path| paths.list_dir(path)).await?;
-        Ok(entries
-            .into_iter()
-            .map(|e| fs::DirEntry {
-                name: e.name,
-                is_dir: e.is_dir,
-                size: e.size,
-                modified_ms: e.modified.map(unix_ms).unwrap_or(0),
-            })
-            .collect())
+        match self.replayed(|| HostCall::FsListDir { path: path.clone(), answer: Answer::Error(String::new()) }) {
+            Some(Ok(HostCall::FsListDir { answer: Answer::Ok(entries), .. })) => {
+                return Ok(entries.into_iter().map(fs::DirEntry::from).collect());
+            }
+            Some(Ok(HostCall::FsListDir { answer: Answer::Error(e), .. })) => return Err(e),
+            Some(Ok(_)) => return Err("replay: the recording answered with another call".into()),
+            Some(Err(difference)) => return Err(format!("replay: {difference}")),
+            None => {}
+        }
+        let listed = off_thread(&self.grants, self.deadline, path.clone(), |paths, path| paths.list_dir(path)).await;
+        let entries: Result<Vec<fs::DirEntry>, String> = listed.map(|entries| {
+            entries
+                .into_iter()
+                .map(|e| fs::DirEntry {
+                    name: e.name,
+                    is_dir: e.is_dir,
+                    size: e.size,
+                    modified_ms: e.modified.map(unix_ms).unwrap_or(0),
+                })
+                .collect()
+        });
+        self.record(|| HostCall::FsListDir {
+            path,
+            answer: match &entries {
+                Ok(entries) => Answer::Ok(entries.iter().map(tape::DirEntry::from).collect()),
+                Err(e) => Answer::Error(e.clone()),
+            },
+        });
+        entries
     }
 
     async fn read_file(&mut self, path: String) -> Result<Vec<u8>, String> {
+        match self.replayed(|| HostCall::FsReadFile { path: path.clone(), answer: Answer::Error(String::new()) }) {
+            Some(Ok(HostCall::FsReadFile { answer: Answer::Ok(body), .. })) => return body.to_bytes(),
+            Some(Ok(HostCall::FsReadFile { answer: Answer::Error(e), .. })) => return Err(e),
+            Some(Ok(_)) => return Err("replay: the recording answered with another call".into()),
+            Some(Err(difference)) => return Err(format!("replay: {difference}")),
+            None => {}
+        }
         let cap = READ_CAP_BYTES.min(self.limiter.limit_bytes() as u64 / 4);
-        off_thread(&self.grants, self.deadline, path, move |paths, path| paths.read_file(path, cap)).await
+        let read =
+            off_thread(&self.grants, self.deadline, path.clone(), move |paths, path| paths.read_file(path, cap)).await;
+        self.record(|| HostCall::FsReadFile {
+            path,
+            answer: match &read {
+                Ok(bytes) => Answer::Ok(tape::Body::from_bytes(bytes.clone())),
+                Err(e) => Answer::Error(e.clone()),
+            },
+        });
+        read
+    }
+}
+
+impl From<&fs::DirEntry> for tape::DirEntry {
+    fn from(e: &fs::DirEntry) -> Self {
+        Self { name: e.name.clone(), is_dir: e.is_dir, size: e.size, modified_ms: e.modified_ms }
+    }
+}
+
+impl From<tape::DirEntry> for fs::DirEntry {
+    fn from(e: tape::DirEntry) -> Self {
+        Self { name: e.name, is_dir: e.is_dir, size: e.size, modified_ms: e.modified_ms }
     }
 }
 

@@ -13,6 +13,7 @@ use super::bindings::{guest, types};
 use super::ctx::{GuestOutput, LogSink, SensorCtx};
 use super::limiter::SensorLimiter;
 use super::state::{StateDelta, StateView};
+use super::tape::Tape;
 use super::{EPOCH_TICK, InstanceFeed, LoadError, Prepared, SensorCode, SensorEngine, SensorFailure, TriggerInstance};
 use crate::sandbox::SensorSpec;
 
@@ -57,6 +58,8 @@ pub struct SensorInstance {
     committed: BTreeMap<String, String>,
     /// Fuel spent by the last call, whether or not it succeeded.
     last_fuel_used: u64,
+    /// Where host calls are recorded or replayed from, if anywhere.
+    tape: Option<Tape>,
 }
 
 impl std::fmt::Debug for SensorInstance {
@@ -86,7 +89,20 @@ impl SensorInstance {
         state: BTreeMap<String, String>,
         instances: InstanceFeed,
     ) -> Result<Self, StartError> {
+        Self::start_taped(engine, spec, state, instances, None).await
+    }
+
+    /// [`SensorInstance::start`], with every host call of every instance it makes recorded on
+    /// `tape` or replayed from it (WASI's clock and randomness included).
+    pub async fn start_taped(
+        engine: &Arc<SensorEngine>,
+        spec: Arc<SensorSpec>,
+        state: BTreeMap<String, String>,
+        instances: InstanceFeed,
+        tape: Option<Tape>,
+    ) -> Result<Self, StartError> {
         let mut instance = Self::open(engine, spec, state, instances).await?;
+        instance.tape = tape;
         instance.ensure_live().await?;
         Ok(instance)
     }
@@ -130,6 +146,7 @@ impl SensorInstance {
             live: None,
             committed: state,
             last_fuel_used: 0,
+            tape: None,
         })
     }
 
@@ -248,7 +265,15 @@ impl SensorInstance {
     fn new_store(&self) -> Store<SensorCtx> {
         let output = GuestOutput(self.log.clone());
         // No env, args, preopens or network: WasiCtxBuilder grants none of them by default.
-        let wasi = WasiCtxBuilder::new().stdout(output.clone()).stderr(output).build();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(output.clone()).stderr(output);
+        if let Some(tape) = &self.tape {
+            wasi.wall_clock(tape.clone())
+                .secure_random(Tape::random())
+                .insecure_random(Tape::random())
+                .insecure_random_seed(u128::from(super::tape::RANDOM_SEED));
+        }
+        let wasi = wasi.build();
         let ctx = SensorCtx {
             wasi,
             table: Default::default(),
@@ -259,6 +284,7 @@ impl SensorInstance {
             instances: self.instances.clone(),
             http_client: self.engine.http_client.clone(),
             deadline: Instant::now(),
+            tape: self.tape.clone(),
         };
         let mut store = Store::new(&self.engine.engine, ctx);
         store.limiter(|ctx| &mut ctx.limiter);
@@ -357,6 +383,7 @@ fn finish_call<T>(
     store: &mut Store<SensorCtx>,
     spec: &SensorSpec,
 ) -> Result<T, SensorFailure> {
+    store.data().log.end_call();
     let limits = &spec.limits;
     let memory_limit = SensorFailure::MemoryLimit { limit_mib: limits.memory_mib };
     match result {

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::bindings::instances;
 use super::ctx::SensorCtx;
+use super::tape::HostCall;
 
 /// One rule on one of the sensor's triggers.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,9 +46,9 @@ impl InstanceFeed {
 
 impl instances::Host for SensorCtx {
     fn current(&mut self) -> wasmtime::Result<Vec<instances::Instance>> {
-        Ok(self
-            .instances
-            .current()
+        let current = self.instances.current();
+        self.taped(|| HostCall::Instances { rules: current.iter().map(|i| i.rule.clone()).collect() })?;
+        Ok(current
             .iter()
             .map(|i| instances::Instance {
                 rule: i.rule.clone(),

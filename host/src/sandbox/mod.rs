@@ -10,6 +10,7 @@ mod instances;
 mod limiter;
 mod spec;
 mod state;
+mod tape;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub use instance::{PollOutput, SensorInstance, SensorPayload, StartError};
 pub use instances::{InstanceFeed, TriggerInstance};
 pub use spec::SensorSpec;
 pub use state::{StateDelta, apply_delta};
+pub use tape::{HostCall, Redactions, Tape, TapeStep, redact_value};
 
 use bindings::{SourceRuntime, guest, source_loader};
 use cache::{ArtifactCache, CacheMiss};

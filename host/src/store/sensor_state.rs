@@ -1,10 +1,17 @@
 //! Sensor state: each sensor's key-value store, read when an instance starts. Written only
-//! through [`Commit`](super::Commit)s, in the same transaction as the events it accounts for.
+//! through [`Commit`](super::Commit)s, in the same transaction as the events it accounts for;
+//! a reset (`DELETE /sensors/{ref}/state`, `sensor state reset`) is a commit of [`cleared`].
 
 use std::collections::BTreeMap;
 
 use super::StoreError;
 use super::sql::{PgStore, SqliteStore};
+use crate::sandbox::StateDelta;
+
+/// The writes that delete every key of `stored` (a sensor's whole state, as read).
+pub fn cleared(stored: BTreeMap<String, String>) -> StateDelta {
+    stored.into_keys().map(|key| (key, None)).collect()
+}
 
 /// Sensors' committed state.
 #[async_trait::async_trait]
