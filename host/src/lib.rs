@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod duration;
+pub mod field;
 pub mod history;
 pub mod limits;
 pub mod membership;

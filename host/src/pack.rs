@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::capabilities::{AllowedHosts, GrantedPaths};
+pub use crate::field::FieldError;
 use crate::limits::{HostCeilings, Limits};
 use crate::sandbox::SensorSpec;
 use crate::sandbox::{Grants, SensorCode};
@@ -145,15 +146,6 @@ impl PackError {
     fn at(file: &Path, error: FieldError) -> Self {
         Self { file: file.to_path_buf(), field: Some(error.field), message: error.message }
     }
-}
-
-/// A value refused by its schema: `field` is where (`trigger_params.url`, `config.token`),
-/// `message` what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
 }
 
 impl TriggerManifest {

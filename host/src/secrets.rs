@@ -22,7 +22,7 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 
-use crate::pack::FieldError;
+use crate::field::FieldError;
 use crate::sandbox::Redactions;
 
 /// The template root of secrets.
