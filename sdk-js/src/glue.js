@@ -21,7 +21,10 @@ export function checkSensor(module, filename) {
 
 /** The WIT payload for the `index`th item a poll produced. */
 function payload(item, index) {
-  const [trigger, rule, value] = item instanceof Emission ? [item.trigger, item.rule ?? null, item.payload] : [null, null, item];
+  // No intermediate array to destructure: QuickJS destructures through the iterator protocol,
+  // a cost every payload of every poll would pay.
+  const emission = item instanceof Emission;
+  const value = emission ? item.payload : item;
   let json;
   try {
     json = JSON.stringify(value);
@@ -29,7 +32,7 @@ function payload(item, index) {
     throw new TypeError(`poll item ${index} cannot be serialized as JSON: ${err.message}`);
   }
   if (json === undefined) throw new TypeError(`poll item ${index} cannot be serialized as JSON: it is ${typeof value}`);
-  return { trigger, rule, json };
+  return emission ? { trigger: item.trigger, rule: item.rule ?? null, json } : { trigger: null, rule: null, json };
 }
 
 /** Everything one `poll(config)` produced: a generator, an array (any iterable), or nothing. */
@@ -41,7 +44,10 @@ function payloads(result) {
   if (typeof result === 'string' || typeof result[Symbol.iterator] !== 'function') {
     throw new TypeError(`poll(config) returned ${typeof result}: yield each payload, or return an array of them`);
   }
-  return Array.from(result, payload);
+  // A loop costs fewer instructions than Array.from(result, payload) in QuickJS.
+  const out = [];
+  for (const item of result) out.push(payload(item, out.length));
+  return out;
 }
 
 /**
@@ -51,20 +57,23 @@ function payloads(result) {
  */
 export function makeGuest(getSensor, traceback) {
   let config;
-  const call = (f) => {
-    try {
-      return f(getSensor());
-    } catch (err) {
-      throw sensorError(err, traceback);
-    }
-  };
+  // Each method catches for itself, with no closures made per call: poll runs on every poll.
   return {
     init(configJson) {
-      call((sensor) => {
+      try {
+        const sensor = getSensor();
         config = JSON.parse(configJson);
         sensor.init?.(config);
-      });
+      } catch (err) {
+        throw sensorError(err, traceback);
+      }
     },
-    poll: () => call((sensor) => payloads(sensor.poll(config))),
+    poll() {
+      try {
+        return payloads(getSensor().poll(config));
+      } catch (err) {
+        throw sensorError(err, traceback);
+      }
+    },
   };
 }

@@ -128,19 +128,28 @@ class Guest(exports.Guest):
         return guarded(_bound).poll()
 
 
+# NaN and infinities are not JSON; the host's parser would reject them. Built once: json.dumps
+# with any non-default option builds a new JSONEncoder on every call, which was most of the
+# glue's cost per poll. The output is json.dumps(document, allow_nan=False)'s.
+_encode_json = json.JSONEncoder(allow_nan=False).encode
+
+
 def _payload(index: int, item: Any) -> Payload:
-    trigger, rule, document = (item.trigger, item.rule, item.payload) if isinstance(item, Emit) else (None, None, item)
+    if not isinstance(item, Emit):
+        return Payload(None, None, _json(index, item))
+    text = _json(index, item.payload)
+    # An Emit built directly rather than by emit() could hold anything; the bindings would trap.
+    trigger = wit_str(f"trigger of payload {index} yielded by poll", item.trigger)
+    rule = None if item.rule is None else wit_str(f"rule of payload {index} yielded by poll", item.rule)
+    return Payload(trigger, rule, text)
+
+
+def _json(index: int, document: Any) -> str:
     try:
-        # NaN and infinities are not JSON; the host's parser would reject them.
-        text = json.dumps(document, allow_nan=False)
+        return _encode_json(document)
     except (TypeError, ValueError, RecursionError) as exc:
         notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
         raise type(exc)(f"payload {index} yielded by poll is not JSON-serializable: {exc}{notes}") from None
-    if isinstance(item, Emit):
-        # An Emit built directly rather than by emit() could hold anything; the bindings would trap.
-        trigger = wit_str(f"trigger of payload {index} yielded by poll", trigger)
-        rule = None if rule is None else wit_str(f"rule of payload {index} yielded by poll", rule)
-    return Payload(trigger, rule, text)
 
 
 def _bound() -> Sensor:

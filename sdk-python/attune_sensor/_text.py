@@ -12,6 +12,8 @@ def wit_str(what: str, value: object) -> str:
     """``value`` if it can be a WIT string; else a TypeError or ValueError naming ``what``."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if value.isascii():
+        return value  # the common case, checked without encoding a copy (isascii reads a flag)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
