@@ -203,11 +203,13 @@ function testJs(typescript) {
 // come from test/fixtures/items.json, and every payload is checked against the trigger's
 // payload_schema, as the host checks it.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { test } from 'node:test';
-import { loadSensor } from '@attune/sensor/testing';
+import { loadSensor, replay } from '@attune/sensor/testing';
 
 const pack = new URL('..', import.meta.url);
-const fixtures = new URL('fixtures/items.json', import.meta.url);${source}
+const fixtures = new URL('fixtures/items.json', import.meta.url);
+const recording = new URL('recording/', import.meta.url);${source}
 const url = '${URL}';
 
 test('the first poll yields every item, lowest id first, and moves the cursor', async () => {
@@ -232,6 +234,13 @@ test('an error answer fails the poll and keeps the cursor', async () => {
   sensor.http.on('GET', url, { status: 503, body: 'try again later' });
   assert.throws(() => sensor.poll(), { name: 'SensorError', sensorMessage: \`Error: GET \${url} answered 503, expected 200\` });
   assert.equal(sensor.state.getJson('cursor'), 1);
+});
+
+// test/recording, made with \`attune-host sensor run . --record test/recording\` against the real
+// endpoint, replayed into the sensor's current code in the real sandbox (needs attune-host).
+const recorded = existsSync(new URL('recording.json', recording));
+test('test/recording replays in the real sandbox', { skip: !recorded && 'no recording yet: attune-host sensor run . --record test/recording' }, () => {
+  replay(recording);
 });
 `;
 }

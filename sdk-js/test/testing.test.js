@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { FakeHttp, PayloadError, SensorError, loadSensor } from '@attune/sensor/testing';
+import { FakeHttp, PayloadError, SensorError, loadSensor, replay } from '@attune/sensor/testing';
 
 const fixture = (name) => fileURLToPath(new URL(`../../tests/fixtures/js/${name}`, import.meta.url));
 const EXAMPLES_FILES = fileURLToPath(new URL('../../sensors/examples_files', import.meta.url));
@@ -341,5 +341,33 @@ export function* poll() {
       { level: 'info', message: 'n = 2' },
       { level: 'error', message: 'TypeError: t' },
     ]);
+  });
+});
+
+describe('replay', () => {
+  // A stand-in for attune-host, named by ATTUNE_HOST, answering `sensor test` as told.
+  const standIn = (code, out, err) => {
+    const dir = mkdtempSync(path.join(tmp, 'replay-'));
+    mkdirSync(path.join(dir, 'recording'));
+    writeFileSync(path.join(dir, 'recording', 'recording.json'), '{}');
+    const host = path.join(dir, 'attune-host');
+    writeFileSync(host, `#!/bin/sh\n[ "$1 $2" = 'sensor test' ] || exit 9\necho '${out}'\necho '${err}' >&2\nexit ${code}\n`, { mode: 0o755 });
+    process.env.ATTUNE_HOST = host;
+    return path.join(dir, 'recording');
+  };
+  after(() => delete process.env.ATTUNE_HOST);
+
+  test('a matching recording passes with the host\'s report', () => {
+    const recording = standIn(0, 'ok: recording: 2 polls, 10 host calls, 2 payloads replayed', '');
+    assert.equal(replay(recording), 'ok: recording: 2 polls, 10 host calls, 2 payloads replayed');
+  });
+
+  test('a difference fails naming it', () => {
+    const recording = standIn(1, '', 'FAILED: recording: poll 1: host call 2: the recording has http.send GET x');
+    assert.throws(() => replay(recording), { name: 'AssertionError', message: /poll 1: host call 2: the recording has http\.send GET x/ });
+  });
+
+  test('no recording says how to make one', () => {
+    assert.throws(() => replay('/nonexistent/recording'), /attune-host sensor run \. --record/);
   });
 });

@@ -170,6 +170,12 @@ export declare class TestSensor {
   restart(): Promise<void>;
 }
 
+/**
+ * Runs `attune-host sensor test RECORDING` (ATTUNE_HOST, else PATH) on a recording made with
+ * `attune-host sensor run --record`; returns the host's report, throws naming the first difference.
+ */
+export declare function replay(recording: PathLike): string;
+
 /** A pack directory, a sensor manifest, or a .js (plain source) or .ts file. */
 export declare function loadSensor(target: PathLike, options?: LoadOptions): Promise<TestSensor>;
 

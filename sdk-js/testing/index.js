@@ -20,6 +20,7 @@ import { FakeHttp } from './http.js';
 import { DEFAULT_LIMITS, loadPackSensor, schemaErrors } from './pack.js';
 
 export { FakeClock, FakeFs, FakeHost, FakeHttp, FakeState, PayloadError, SensorError };
+export { replay } from './replay.js';
 
 /**
  * Loads the sensor at `target` and calls its `init`; resolves to a `TestSensor`.

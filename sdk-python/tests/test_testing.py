@@ -1,5 +1,6 @@
 """The test kit (attune_sensor.testing): sensors run from packs and files as the host runs them."""
 
+import os
 import shutil
 import socket
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 import support
 from attune_sensor import _netguard
 from attune_sensor.testing import (
-    Envelope, FakeHost, PackError, PayloadMismatch, Sensor, SensorError, SensorFailure, UnmatchedRequest,
+    Envelope, FakeHost, PackError, PayloadMismatch, Sensor, SensorError, SensorFailure, UnmatchedRequest, replay,
 )
 
 PACK = {
@@ -274,3 +275,37 @@ class ImportGuardTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReplayTest(unittest.TestCase):
+    """`replay` runs `attune-host sensor test` (here a stand-in named by ATTUNE_HOST) and turns
+    a difference into a test failure carrying the host's words."""
+
+    def setUp(self):
+        self.dir = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.recording = self.dir / "recording"
+        self.recording.mkdir()
+        (self.recording / "recording.json").write_text("{}")
+        self.host = self.dir / "attune-host"
+        self.addCleanup(os.environ.pop, "ATTUNE_HOST", None)
+        os.environ["ATTUNE_HOST"] = str(self.host)
+
+    def stand_in(self, code, out, err):
+        self.host.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'sensor test' ] || exit 9\necho '{out}'\necho '{err}' >&2\nexit {code}\n")
+        self.host.chmod(0o755)
+
+    def test_a_matching_recording_passes_with_the_report(self):
+        self.stand_in(0, "ok: recording: 2 polls, 10 host calls, 2 payloads replayed", "")
+        self.assertEqual(replay(self.recording), "ok: recording: 2 polls, 10 host calls, 2 payloads replayed")
+
+    def test_a_difference_fails_the_test_naming_it(self):
+        self.stand_in(1, "", "FAILED: recording: poll 1: host call 2: the recording has http.send GET x")
+        with self.assertRaises(AssertionError) as caught:
+            replay(self.recording)
+        self.assertIn("poll 1: host call 2: the recording has http.send GET x", str(caught.exception))
+
+    def test_no_recording_says_how_to_make_one(self):
+        with self.assertRaises(FileNotFoundError) as caught:
+            replay(self.dir / "none")
+        self.assertIn("attune-host sensor run . --record", str(caught.exception))

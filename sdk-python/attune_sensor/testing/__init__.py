@@ -14,16 +14,18 @@ through the SDK's own glue, so payloads, errors and tracebacks are what the host
 A request without a fixture fails the test (:class:`UnmatchedRequest`, naming the method, the
 URL and the fixtures there are); an exception in the sensor raises :class:`SensorError` with the
 host's message; a payload its trigger refuses raises :class:`PayloadMismatch` naming the JSON
-path and the reason.
+path and the reason. :func:`replay` runs a recording made with ``attune-host sensor run
+--record`` against the sensor's current code in the real sandbox.
 """
 
 from attune_sensor.testing._host import (
     FakeClock, FakeFs, FakeHost, FakeHttp, FakeInstances, FakeLog, FakeState, UnmatchedRequest,
 )
 from attune_sensor.testing._pack import PackError
+from attune_sensor.testing._replay import replay
 from attune_sensor.testing._runner import Envelope, PayloadMismatch, Sensor, SensorError, SensorFailure
 
 __all__ = [
     "Sensor", "Envelope", "FakeHost", "FakeHttp", "FakeState", "FakeClock", "FakeFs", "FakeLog", "FakeInstances",
-    "SensorFailure", "SensorError", "PayloadMismatch", "UnmatchedRequest", "PackError",
+    "SensorFailure", "SensorError", "PayloadMismatch", "UnmatchedRequest", "PackError", "replay",
 ]
