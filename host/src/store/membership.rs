@@ -143,7 +143,7 @@ macro_rules! join_sql {
 }
 
 macro_rules! impl_membership_store {
-    ($store:ty, $dialect:ident, $share:literal, $lock_rows:literal) => {
+    ($store:ty, $dialect:ident, $share:literal, $lock_rows:literal, $lock_free_rows:literal) => {
         impl $store {
             /// Whether `fence` holds, read in `tx` and kept until it ends: on PostgreSQL the row
             /// is share-locked, so no takeover commits between this check and the write it guards.
@@ -281,7 +281,9 @@ macro_rules! impl_membership_store {
             ) -> Result<Vec<(String, i64)>, StoreError> {
                 let mut taken = Vec::new();
                 for chunk in items.chunks(ROWS_PER_STATEMENT) {
-                    // Rows locked in (kind, item) order, as fence checks lock them.
+                    // Rows locked in (kind, item) order, as fence checks lock them; a row another
+                    // transaction holds is left for the next round (a frozen owner's open
+                    // transaction must not hold up a round).
                     let mut update = sqlx::QueryBuilder::new("UPDATE ownership SET owner = ");
                     update.push_bind(owner);
                     update.push(concat!(
@@ -299,7 +301,7 @@ macro_rules! impl_membership_store {
                         ") AND (owner IS NULL OR owner NOT IN (SELECT id FROM hosts WHERE lease_until > ",
                         db_now!($dialect),
                         "))",
-                        $lock_rows,
+                        $lock_free_rows,
                         ") RETURNING item, generation"
                     ));
                     taken.extend(update.build_query_as::<(String, i64)>().fetch_all(&self.pool).await?);
@@ -390,5 +392,11 @@ fn micros(duration: Duration) -> i64 {
 }
 
 // Byte order on both (PostgreSQL's collation might order refs otherwise than the host sorts them).
-impl_membership_store!(SqliteStore, Sqlite, "", " ORDER BY kind, item");
-impl_membership_store!(PgStore, Postgres, " FOR SHARE", " ORDER BY kind COLLATE \"C\", item COLLATE \"C\" FOR UPDATE");
+impl_membership_store!(SqliteStore, Sqlite, "", " ORDER BY kind, item", " ORDER BY kind, item");
+impl_membership_store!(
+    PgStore,
+    Postgres,
+    " FOR SHARE",
+    " ORDER BY kind COLLATE \"C\", item COLLATE \"C\" FOR UPDATE",
+    " ORDER BY kind COLLATE \"C\", item COLLATE \"C\" FOR UPDATE SKIP LOCKED"
+);

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::encode::Encode;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Database, Type};
 
@@ -88,12 +88,22 @@ pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(750);
 /// connection only; later ones get [`PG_ACQUIRE_TIMEOUT`]).
 pub const PG_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long PostgreSQL lets a session sit idle inside a transaction (ms): under the lease (3 s),
+/// far over any transaction of ours between two statements.
+const PG_IDLE_IN_TRANSACTION_MS: &str = "2000";
+
 impl PgStore {
     /// A pool on `url`, once its first connection is made: waiting up to [`PG_STARTUP_TIMEOUT`]
     /// while the server refuses connections or does not answer, failing at once on any other
     /// error (bad credentials, no such database), as a pool with that acquire timeout would.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(PG_ACQUIRE_TIMEOUT).connect_lazy(url)?;
+        // A session that stops in the middle of a transaction (its host frozen, or gone without
+        // closing the connection) is ended by the server, releasing its row locks: no host's
+        // fence check or write holds up a takeover past the lease.
+        let options = PgConnectOptions::from_str(url)?
+            .options([("idle_in_transaction_session_timeout", PG_IDLE_IN_TRANSACTION_MS)]);
+        let pool =
+            PgPoolOptions::new().max_connections(8).acquire_timeout(PG_ACQUIRE_TIMEOUT).connect_lazy_with(options);
         let started = std::time::Instant::now();
         loop {
             match pool.acquire().await {
