@@ -18,6 +18,7 @@ const POLLS: usize = 20_000;
 const SPAWNS: usize = 20;
 const LIVE_SENSORS: usize = 100;
 const COLD_STARTS: usize = 20;
+const NEW_SENSORS: usize = 200;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -43,13 +44,34 @@ fn millis(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+/// The process's memory from `/proc/self/smaps_rollup`: resident (RSS), private (pages no other
+/// mapping shares: what each instance really costs) and proportional (PSS) bytes. RSS also counts
+/// the copy-on-write pages of the runtime's memory image that every instance shares.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    rss: u64,
+    private: u64,
+    pss: u64,
+}
+
+impl Memory {
+    fn now() -> Self {
+        let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_else(|e| panic!("smaps_rollup: {e}"));
+        let field = |name: &str| {
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        Self { rss: field("Rss:"), private: field("Private_Clean:") + field("Private_Dirty:"), pss: field("Pss:") }
+    }
+
+    /// MiB per instance between `before` and `self`, for each of RSS, private and PSS.
+    fn per_instance(self, before: Self, count: usize) -> [f64; 3] {
+        let per = |after: u64, before: u64| after.saturating_sub(before) as f64 / count as f64 / (1 << 20) as f64;
+        [per(self.rss, before.rss), per(self.private, before.private), per(self.pss, before.pss)]
+    }
 }
 
 async fn start(engine: &Arc<SensorEngine>, spec: &Arc<SensorSpec>) -> SensorInstance {
@@ -65,7 +87,9 @@ struct Figures {
     fuel_per_poll: u64,
     artifact_load: Duration,
     first_poll_ready: Duration,
-    mib_per_sensor: f64,
+    new_sensor_polled: Duration,
+    /// RSS, private and PSS MiB per live sensor.
+    mib_per_sensor: [f64; 3],
     spawn_median: Duration,
 }
 
@@ -103,14 +127,24 @@ async fn measure(file: &str, spawn: &[&str]) -> Figures {
     loads.sort();
     ready.sort();
 
-    let before = rss_bytes();
+    // A new sensor in a running host: the engine holds the prepared component; start, then poll.
+    let mut new_sensor = Vec::new();
+    for _ in 0..NEW_SENSORS {
+        let started = Instant::now();
+        let mut sensor = start(&engine, &spec).await;
+        sensor.poll().await.unwrap_or_else(|e| panic!("{e}"));
+        new_sensor.push(started.elapsed());
+    }
+    new_sensor.sort();
+
+    let before = Memory::now();
     let mut live = Vec::with_capacity(LIVE_SENSORS);
     for _ in 0..LIVE_SENSORS {
         let mut sensor = start(&engine, &spec).await;
         sensor.poll().await.unwrap_or_else(|e| panic!("{e}"));
         live.push(sensor);
     }
-    let mib_per_sensor = (rss_bytes().saturating_sub(before)) as f64 / LIVE_SENSORS as f64 / (1 << 20) as f64;
+    let mib_per_sensor = Memory::now().per_instance(before, LIVE_SENSORS);
     drop(live);
 
     let mut spawns = Vec::new();
@@ -128,9 +162,33 @@ async fn measure(file: &str, spawn: &[&str]) -> Figures {
         fuel_per_poll: fuel,
         artifact_load: percentile(&loads, 0.5),
         first_poll_ready: percentile(&ready, 0.5),
+        new_sensor_polled: percentile(&new_sensor, 0.5),
         mib_per_sensor,
         spawn_median: percentile(&spawns, 0.5),
     }
+}
+
+/// Medians of loading a real example sensor's source (`check`: instantiate and `load`, no
+/// `init`): compiled at each start (no kept code) and from the code object kept after the first.
+async fn python_source_load() -> (Duration, Duration) {
+    let path = repo().join("sensors/examples_http/sensors/status_checker.py");
+    let spec = SensorSpec::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let engine = SensorEngine::new(settings()).unwrap_or_else(|e| panic!("{e}"));
+    let kept = settings().cache_dir.join("sources");
+    let mut compiled = Vec::new();
+    let mut from_kept = Vec::new();
+    for _ in 0..COLD_STARTS {
+        let _ = std::fs::remove_dir_all(&kept);
+        let started = Instant::now();
+        SensorInstance::check(&engine, &spec).await.unwrap_or_else(|e| panic!("{e}"));
+        compiled.push(started.elapsed());
+        let started = Instant::now();
+        SensorInstance::check(&engine, &spec).await.unwrap_or_else(|e| panic!("{e}"));
+        from_kept.push(started.elapsed());
+    }
+    compiled.sort();
+    from_kept.sort();
+    (percentile(&compiled, 0.5), percentile(&from_kept, 0.5))
 }
 
 #[tokio::main]
@@ -151,9 +209,20 @@ async fn main() {
     row("fuel per poll", &|f| format!("{:.0} k", f.fuel_per_poll as f64 / 1e3));
     row("cold start: load cached artifact (median)", &|f| millis(f.artifact_load));
     row("cold start: instantiate + load source + init (median)", &|f| millis(f.first_poll_ready));
-    row(&format!("memory per live sensor ({LIVE_SENSORS} instances, RSS)"), &|f| {
-        format!("{:.2} MiB", f.mib_per_sensor)
-    });
+    row("new sensor in a running engine: start → first poll done (median)", &|f| millis(f.new_sensor_polled));
+    for (i, kind) in ["RSS", "private", "PSS"].iter().enumerate() {
+        row(&format!("memory per live sensor ({LIVE_SENSORS} instances, {kind})"), &|f| {
+            format!("{:.2} MiB", f.mib_per_sensor[i])
+        });
+    }
+    let (compiled, from_kept) = python_source_load().await;
+    let size = std::fs::metadata(repo().join("sensors/examples_http/sensors/status_checker.py")).map_or(0, |m| m.len());
+    println!(
+        "| instantiate + load a {:.1} KB Python source (the example `status_checker.py`), median: compiled / from the kept code object | {} / {} | — |",
+        size as f64 / 1e3,
+        millis(compiled),
+        millis(from_kept)
+    );
     row("spawning an interpreter per poll (median)", &|f| millis(f.spawn_median));
     row("spawn / sandboxed poll", &|f| format!("{:.0}×", f.spawn_median.as_secs_f64() / f.poll_median.as_secs_f64()));
 }

@@ -9,14 +9,19 @@ let filename = '<sensor>';
 const traceback = (stack) => sourceTraceback(stack, filename);
 
 export const sourceLoader = {
-  /** Evaluates the sensor source (running its top-level code); called before `guest.init`. */
-  load(name, source) {
+  /**
+   * Evaluates the sensor source (running its top-level code); called before `guest.init`.
+   * QuickJS offers no compiled form for the host to cache, so the result is empty and the host
+   * never passes `compiled`.
+   */
+  load(name, source, _compiled) {
     filename = name;
     try {
       sensor = checkSensor(evaluateSource(source, name, sdk), name);
     } catch (err) {
       throw sensorError(err, traceback);
     }
+    return new Uint8Array(0);
   },
 };
 

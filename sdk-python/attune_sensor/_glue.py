@@ -10,13 +10,14 @@ cost the host a fresh instance and tell the author nothing.
 
 import json
 import linecache
+import marshal
 import sys
 import traceback
 # traceback imports it lazily to align carets under non-ASCII source; a component has only the
 # modules imported while it was built.
 import unicodedata  # noqa: F401
 from collections.abc import Iterator
-from types import ModuleType, TracebackType
+from types import CodeType, ModuleType, TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
 from attune_sensor import Emit, _netguard
@@ -39,13 +40,20 @@ _GLUE_MODULES = frozenset({__name__, "attune_sensor._runtime"})
 class Sensor:
     """One loaded sensor module and the config its ``init`` was given."""
 
-    def __init__(self, filename: str, source: str) -> None:
+    def __init__(self, filename: str, source: str, compiled: Optional[bytes] = None) -> None:
         """Run ``source`` as the sensor module; ``Err(SensorError)`` when it fails or has no ``poll``.
 
         Tracebacks name ``filename`` and quote ``source``: a component has no source files to
-        read back at run time.
+        read back at run time. ``compiled`` is the code object :attr:`compiled` held for the same
+        filename and source; it saves compiling the source again (most of a start's cost).
         """
-        self.module = guarded(lambda: _exec_module(filename, source))
+        code = _unmarshal(compiled)
+        #: The marshalled code object when the source was compiled here, else empty.
+        self.compiled = b""
+        if code is None:
+            code = guarded(lambda: compile(source, filename, "exec"))
+            self.compiled = marshal.dumps(code)
+        self.module = guarded(lambda: _exec_module(filename, source, code))
         self.config: dict[str, Any] = {}
 
     def init(self, config: str) -> None:
@@ -80,8 +88,9 @@ class Sensor:
 _loaded: Optional[Sensor] = None
 
 
-def load_source(filename: str, source: str) -> None:
-    """Load ``source`` as the sensor the component's :class:`Guest` drives.
+def load_source(filename: str, source: str, compiled: Optional[bytes] = None) -> bytes:
+    """Load ``source`` as the sensor the component's :class:`Guest` drives; returns what
+    :attr:`Sensor.compiled` holds, for the host to hand back as ``compiled`` next time.
 
     Inside a component, sockets cannot reach anything: the guards make any try fail with a
     message that says what to use instead (see :mod:`attune_sensor._netguard`). On plain CPython
@@ -90,13 +99,25 @@ def load_source(filename: str, source: str) -> None:
     global _loaded
     if IN_COMPONENT:
         _netguard.install_import_guard()
-    _loaded = Sensor(filename, source)
+    _loaded = Sensor(filename, source, compiled)
     if IN_COMPONENT:
         _netguard.guard_sockets()  # after the sensor's imports, which may have brought `socket` in
+    return _loaded.compiled
 
 
-def _exec_module(filename: str, source: str) -> ModuleType:
-    code = compile(source, filename, "exec")
+def _unmarshal(compiled: Optional[bytes]) -> Optional[CodeType]:
+    """The code object in ``compiled``; None when there is none or it is not one this
+    interpreter reads (the source is compiled instead)."""
+    if not compiled:
+        return None
+    try:
+        code = marshal.loads(compiled)
+    except (ValueError, EOFError, TypeError):
+        return None
+    return code if isinstance(code, CodeType) else None
+
+
+def _exec_module(filename: str, source: str, code: CodeType) -> ModuleType:
     # A None mtime keeps linecache.checkcache from discarding the entry for want of a file.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     module = ModuleType(MODULE_NAME)

@@ -4,6 +4,8 @@ The host passes a sensor's source to `load` as data; the sensor then runs throug
 glue as a compiled one. Built by ``attune-sensor build-runtime``.
 """
 
+from typing import Optional
+
 from attune_sensor._bindings import exports
 
 # componentize-py bundles only the modules imported while the component is built, so these
@@ -25,5 +27,5 @@ __all__ = ["Guest", "SourceLoader"]
 class SourceLoader(exports.SourceLoader):
     """The `source-loader` interface of wit/sensor.wit."""
 
-    def load(self, filename: str, source: str) -> None:
-        guarded(lambda: load_source(filename, source))
+    def load(self, filename: str, source: str, compiled: Optional[bytes]) -> bytes:
+        return guarded(lambda: load_source(filename, source, compiled))

@@ -1,8 +1,10 @@
 """The plain-source runtime, driven like the host drives it, on the fixtures the Rust tests use."""
 
 import json
+import marshal
 import pickle
 import sys
+import types
 import unittest
 
 import support
@@ -11,7 +13,7 @@ from support import FIXTURES, sensor_error
 
 
 def load(filename: str, source: str, config: str = "{}") -> _runtime.Guest:
-    _runtime.SourceLoader().load(filename, source)
+    _runtime.SourceLoader().load(filename, source, None)
     guest = _runtime.Guest()
     guest.init(config)
     return guest
@@ -30,18 +32,38 @@ class LoadTest(unittest.TestCase):
         self.host = support.fresh_host(self)
 
     def test_syntax_error(self):
-        error = sensor_error(lambda: _runtime.SourceLoader().load("my_sensor.py", (FIXTURES / "syntax_error.py").read_text()))
+        error = sensor_error(lambda: _runtime.SourceLoader().load("my_sensor.py", (FIXTURES / "syntax_error.py").read_text(), None))
         self.assertEqual(error.message, "SyntaxError: '(' was never closed (my_sensor.py, line 3)")
         self.assertIn('File "my_sensor.py", line 3', error.traceback)
 
     def test_no_poll(self):
-        error = sensor_error(lambda: _runtime.SourceLoader().load("my_sensor.py", (FIXTURES / "no_poll.py").read_text()))
+        error = sensor_error(lambda: _runtime.SourceLoader().load("my_sensor.py", (FIXTURES / "no_poll.py").read_text(), None))
         self.assertEqual(error.message, "my_sensor.py defines no poll(config) function")
 
     def test_error_while_executing_the_module(self):
-        error = sensor_error(lambda: _runtime.SourceLoader().load("s.py", "x = 1\ny = missing\n"))
+        error = sensor_error(lambda: _runtime.SourceLoader().load("s.py", "x = 1\ny = missing\n", None))
         self.assertEqual(error.message, "NameError: name 'missing' is not defined")
         self.assertIn('File "s.py", line 2, in <module>', error.traceback)
+
+    def test_load_returns_the_compiled_form_and_loads_from_one(self):
+        source = "def poll(config):\n    return [{'n': 1}]\n"
+        compiled = _runtime.SourceLoader().load("s.py", source, None)
+        self.assertIsInstance(marshal.loads(compiled), types.CodeType)
+        # Given a compiled form, the runtime runs it (not the source) and returns nothing to keep.
+        other = marshal.dumps(compile("def poll(config):\n    return [{'n': 2}]\n", "s.py", "exec"))
+        self.assertEqual(_runtime.SourceLoader().load("s.py", source, other), b"")
+        guest = _runtime.Guest()
+        guest.init("{}")
+        self.assertEqual(poll(guest), [(None, {"n": 2})])
+
+    def test_unreadable_compiled_form_is_compiled_again(self):
+        source = "def poll(config):\n    return [{'n': 1}]\n"
+        for unreadable in (b"not a code object", marshal.dumps({"not": "code"})):
+            compiled = _runtime.SourceLoader().load("s.py", source, unreadable)
+            self.assertIsInstance(marshal.loads(compiled), types.CodeType)
+            guest = _runtime.Guest()
+            guest.init("{}")
+            self.assertEqual(poll(guest), [(None, {"n": 1})])
 
     def test_module_is_registered_for_pickle(self):
         load("s.py", "class Seen:\n    pass\ndef poll(config):\n    return []\n")

@@ -155,3 +155,48 @@ async fn bad_sources_fail_to_start_with_the_file_and_the_problem() {
         assert!(error.contains(name), "{file}: the message must name the file: {error}");
     }
 }
+
+/// The kept files in the shared cache whose bytes contain `needle`.
+fn kept_sources_containing(needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let dir = crate::support::settings().cache_dir.join("sources");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    entries
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| std::fs::read(path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)))
+        .collect()
+}
+
+#[tokio::test]
+async fn python_source_is_compiled_once_then_loaded_from_the_kept_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = uuid::Uuid::now_v7().simple().to_string();
+    let path = dir.path().join("kept.py");
+    std::fs::write(&path, format!("def poll(config):\n    return [{{\"mark\": \"{mark}-source\"}}]\n")).unwrap();
+
+    // The first start compiles the source and keeps the code object its `load` returned.
+    let mut sensor = start(spec(&path, json!({}))).await;
+    assert_eq!(poll_payloads(&mut sensor).await, vec![json!({"mark": format!("{mark}-source")})]);
+    let kept = kept_sources_containing(format!("{mark}-source").as_bytes());
+    assert_eq!(kept.len(), 1, "one compiled form kept for the source: {kept:?}");
+
+    // A later start loads the kept code instead of compiling: an edit to it shows.
+    let mut code = std::fs::read(&kept[0]).unwrap();
+    let source_mark = format!("{mark}-source");
+    let at = code.windows(source_mark.len()).position(|w| w == source_mark.as_bytes()).unwrap();
+    code[at + mark.len()..at + source_mark.len()].copy_from_slice(b"-cached");
+    std::fs::write(&kept[0], &code).unwrap();
+    let mut sensor = start(spec(&path, json!({}))).await;
+    assert_eq!(poll_payloads(&mut sensor).await, vec![json!({"mark": format!("{mark}-cached")})]);
+
+    // Kept bytes the runtime cannot read are not trusted: the source is compiled and kept again.
+    std::fs::write(&kept[0], b"not a code object").unwrap();
+    let mut sensor = start(spec(&path, json!({}))).await;
+    assert_eq!(poll_payloads(&mut sensor).await, vec![json!({"mark": format!("{mark}-source")})]);
+    assert_eq!(kept_sources_containing(format!("{mark}-source").as_bytes()), kept);
+
+    // Another file name with the same text is compiled for its own tracebacks.
+    let other = dir.path().join("other.py");
+    std::fs::copy(&path, &other).unwrap();
+    start(spec(&other, json!({}))).await;
+    assert_eq!(kept_sources_containing(format!("{mark}-source").as_bytes()).len(), 2);
+}

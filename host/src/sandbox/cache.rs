@@ -2,6 +2,10 @@
 //! cached artifact takes about a millisecond. Artifacts are keyed by the component's content
 //! hash and the engine's compatibility hash (wasmtime version plus every setting that changes
 //! generated code, such as fuel and epoch instrumentation).
+//!
+//! Beside them, the compiled forms of plain sources that a language runtime's `load` returns
+//! (Python's marshalled code objects), keyed by the runtime's content hash and the source's
+//! file name and text: compiling is most of a Python sensor's start.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -24,14 +28,15 @@ impl ArtifactCache {
         Self { dir, engine_hash: format!("{:016x}", hasher.finish()) }
     }
 
-    /// Loads `path` as a component: from the cache when an artifact exists, else compiled and
-    /// stored. The file is read and hashed only when its index entry is missing or stale.
-    pub fn load(&self, engine: &Engine, path: &Path) -> Result<Component, CacheMiss> {
+    /// Loads `path` as a component, with its content hash: from the cache when an artifact
+    /// exists, else compiled and stored. The file is read and hashed only when its index entry is
+    /// missing or stale.
+    pub fn load(&self, engine: &Engine, path: &Path) -> Result<(Component, String), CacheMiss> {
         let index = self.index_path(path);
         if let Some(hash) = index.as_ref().and_then(|p| std::fs::read_to_string(p).ok())
             && let Some(component) = self.deserialize(engine, hash.trim())
         {
-            return Ok(component);
+            return Ok((component, hash.trim().to_string()));
         }
         let bytes = std::fs::read(path).map_err(CacheMiss::Read)?;
         let hash = hex::encode(Sha256::digest(&bytes));
@@ -43,7 +48,28 @@ impl ArtifactCache {
             // The index only saves re-hashing the file next time; failing to write it is harmless.
             let _ = write_atomic(&index, hash.as_bytes());
         }
-        Ok(component)
+        Ok((component, hash))
+    }
+
+    /// The compiled form of `source` named `filename` that the runtime with content hash
+    /// `runtime` returned earlier, if kept.
+    pub fn compiled_source(&self, runtime: &str, filename: &str, source: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.compiled_source_path(runtime, filename, source)).ok()
+    }
+
+    /// Keeps what the runtime's `load` returned for `source`; a failure only costs a compile later.
+    pub fn keep_compiled_source(&self, runtime: &str, filename: &str, source: &str, compiled: &[u8]) {
+        let path = self.compiled_source_path(runtime, filename, source);
+        if let Err(e) =
+            path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| write_atomic(&path, compiled))
+        {
+            tracing::warn!(path = %path.display(), "cannot keep a compiled source: {e}");
+        }
+    }
+
+    fn compiled_source_path(&self, runtime: &str, filename: &str, source: &str) -> PathBuf {
+        let key = Sha256::new().chain_update(filename).chain_update([0]).chain_update(source).finalize();
+        self.dir.join("sources").join(format!("{runtime}-{}.bin", hex::encode(key)))
     }
 
     fn artifact_path(&self, hash: &str) -> PathBuf {

@@ -257,9 +257,17 @@ impl SensorInstance {
             return Ok(());
         };
         let loader = loader.load(&mut *store, instance).map_err(|e| SensorFailure::Trap(format!("{e:#}")))?;
+        let cache = &self.engine.cache;
+        let runtime = &self.prepared.content_hash;
+        let kept = cache.compiled_source(runtime, name, text);
         begin_call(store, &self.spec, &self.log);
-        let result = tokio::time::timeout(self.spec.limits_timeout(), loader.call_load(&mut *store, name, text)).await;
-        finish_call(result, store, &self.spec)
+        let call = loader.call_load(&mut *store, name, text, kept.as_deref());
+        let result = tokio::time::timeout(self.spec.limits_timeout(), call).await;
+        let compiled = finish_call(result, store, &self.spec)?;
+        if !compiled.is_empty() {
+            cache.keep_compiled_source(runtime, name, text, &compiled);
+        }
+        Ok(())
     }
 
     fn new_store(&self) -> Store<SensorCtx> {

@@ -108,6 +108,8 @@ pub(crate) struct Prepared {
     guest: guest::GuestIndices,
     /// Present for the language runtimes, which load sensor source before `init`.
     loader: Option<source_loader::GuestIndices>,
+    /// The component's content hash: the runtime's, in the keys of compiled sources.
+    content_hash: String,
 }
 
 /// The sandbox runtime. Create one per process and share it (it is cheap to clone the `Arc`).
@@ -210,14 +212,20 @@ impl SensorEngine {
             None => LoadError::Read { path: path.into(), source },
         })?;
         check_header(path, &header)?;
-        let component = self.cache.load(&self.engine, path).map_err(|miss| match miss {
+        let (component, content_hash) = self.cache.load(&self.engine, path).map_err(|miss| match miss {
             CacheMiss::Read(source) => LoadError::Read { path: path.into(), source },
             CacheMiss::Compile(reason) => LoadError::Compile { path: path.into(), reason },
         })?;
-        self.link(path, &component, runtime.is_some())
+        self.link(path, &component, runtime.is_some(), content_hash)
     }
 
-    fn link(&self, path: &Path, component: &Component, is_runtime: bool) -> Result<Prepared, LoadError> {
+    fn link(
+        &self,
+        path: &Path,
+        component: &Component,
+        is_runtime: bool,
+        content_hash: String,
+    ) -> Result<Prepared, LoadError> {
         let wrong_world = |expected: &str| {
             let ty = component.component_type();
             let found: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
@@ -234,7 +242,7 @@ impl SensorEngine {
         } else {
             None
         };
-        Ok(Prepared { pre, guest, loader })
+        Ok(Prepared { pre, guest, loader, content_hash })
     }
 }
 

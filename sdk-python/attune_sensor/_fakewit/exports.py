@@ -1,4 +1,4 @@
-from typing import List, Protocol
+from typing import List, Optional, Protocol
 
 from attune_sensor._fakewit import types
 
@@ -10,4 +10,4 @@ class Guest(Protocol):
 
 
 class SourceLoader(Protocol):
-    def load(self, filename: str, source: str) -> None: ...
+    def load(self, filename: str, source: str, compiled: Optional[bytes]) -> bytes: ...
