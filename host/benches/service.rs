@@ -147,15 +147,16 @@ impl Server {
         }
     }
 
-    /// Spawn -> every sensor shows `polls >= 1` in `GET /sensors`.
+    /// Spawn -> every sensor has polled in this process (`attune_sensor_polls_total` ≥ 1 in
+    /// `GET /metrics`; the counts in `GET /sensors` are kept in the store across restarts).
     async fn all_polled(&self, count: usize) -> Duration {
         loop {
-            let list = self.get("/api/v1/sensors").await;
-            let polled = list["sensors"].as_array().into_iter().flatten().filter(|s| s["polls"].as_u64() >= Some(1));
-            if polled.count() >= count {
+            let metrics = self.call(Method::GET, "/metrics", None).await.0;
+            let polls = sum_by(&metrics, "attune_sensor_polls_total", |l| l.get("sensor").map(|s| s.to_string()));
+            if polls.values().filter(|n| **n >= 1.0).count() >= count {
                 return self.spawned.elapsed();
             }
-            assert!(self.spawned.elapsed() < Duration::from_secs(300), "sensors did not poll: {list}");
+            assert!(self.spawned.elapsed() < Duration::from_secs(300), "sensors did not poll: {polls:?}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
