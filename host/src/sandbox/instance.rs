@@ -50,6 +50,9 @@ pub struct SensorInstance {
     spec: Arc<SensorSpec>,
     /// Source text for the language runtimes, read once.
     source: Option<(String, String)>,
+    /// The runtime's compiled form of `source`, once read from the cache or returned by `load`:
+    /// a fresh instance after a trap loads it without touching the disk.
+    compiled_source: Option<Vec<u8>>,
     log: Arc<LogSink>,
     /// The rules on the sensor's triggers, as its `instances.current` import reports them.
     instances: InstanceFeed,
@@ -141,6 +144,7 @@ impl SensorInstance {
             prepared,
             spec,
             source,
+            compiled_source: None,
             log,
             instances,
             live: None,
@@ -259,13 +263,16 @@ impl SensorInstance {
         let loader = loader.load(&mut *store, instance).map_err(|e| SensorFailure::Trap(format!("{e:#}")))?;
         let cache = &self.engine.cache;
         let runtime = &self.prepared.content_hash;
-        let kept = cache.compiled_source(runtime, name, text);
+        if self.compiled_source.is_none() {
+            self.compiled_source = cache.compiled_source(runtime, name, text);
+        }
         begin_call(store, &self.spec, &self.log);
-        let call = loader.call_load(&mut *store, name, text, kept.as_deref());
+        let call = loader.call_load(&mut *store, name, text, self.compiled_source.as_deref());
         let result = tokio::time::timeout(self.spec.limits_timeout(), call).await;
         let compiled = finish_call(result, store, &self.spec)?;
         if !compiled.is_empty() {
             cache.keep_compiled_source(runtime, name, text, &compiled);
+            self.compiled_source = Some(compiled);
         }
         Ok(())
     }
