@@ -7,6 +7,9 @@
 //!    enabling a rule -> first event of the sensor it needs.
 //! 3. `api`: `GET /api/v1/events` under `wrk` with 100,000 stored events, SQLite and PostgreSQL.
 //! 4. `cold`: spawn of `serve` with 100 cached sensors -> `/ready`, and -> every sensor polled.
+//! 5. `density`: CPU per poll, memory and lateness of 40 sensors polling every second (Python,
+//!    JS) and of 1,000 Python sensors polling every 10 s, each poll 3 payloads that are stored
+//!    and enforced (library: `App` + `Supervisor`, as `serve` runs them).
 //!
 //! Run: `cargo bench -p attune-host --bench service` after `make components` (needs `wrk` and
 //! PostgreSQL on 127.0.0.1:5432 as for the tests; `ATTUNE_TEST_POSTGRES_URL` overrides).
@@ -221,22 +224,54 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-async fn lateness(label: &str, hostile: &[&str], seconds: u64) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    write(dir.path(), "pack/pack.yaml", "ref: bench\nversion: 0.1.0\n");
-    write(dir.path(), "pack/triggers/tick.yaml", "ref: bench.tick\n");
-    let pack = Pack::load(&dir.path().join("pack")).unwrap_or_else(|e| panic!("{e}"));
-    let config = AppConfig::new(format!("sqlite://{}", dir.path().join("bench.db").display()));
+/// An app on SQLite in `dir` whose pack has the trigger `bench.tick` and the enabled rule
+/// `bench.on_tick` on it (every payload an event and an enforcement), and a supervisor running
+/// `specs` on it, started.
+async fn supervised(dir: &Path, specs: Vec<SensorSpec>, options: SupervisorOptions) -> (Arc<App>, Arc<Supervisor>) {
+    write(dir, "pack/pack.yaml", "ref: bench\nversion: 0.1.0\n");
+    write(dir, "pack/triggers/tick.yaml", "ref: bench.tick\n");
+    let pack = Pack::load(&dir.join("pack")).unwrap_or_else(|e| panic!("{e}"));
+    let config = AppConfig::new(format!("sqlite://{}", dir.join("bench.db").display()));
     let app = Arc::new(App::start(&config, &[pack]).await.unwrap_or_else(|e| panic!("{e}")));
     // A sensor runs only while an enabled rule uses one of its triggers.
     let rule = json!({"ref": "bench.on_tick", "trigger": "bench.tick", "action": {"ref": "core.echo"}});
     app.rules.put(RuleSpec::from_json(rule).unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"));
+    let settings = EngineSettings {
+        cache_dir: warm_cache(),
+        runtimes_dir: repo().join("build/runtimes"),
+        fuel_yield_interval: 1_000_000,
+    };
+    let engine = SensorEngine::new(settings).unwrap_or_else(|e| panic!("{e}"));
+    let supervisor = Supervisor::new(app.clone(), engine, specs, options);
+    supervisor.reconcile();
+    (app, supervisor)
+}
 
+/// The fixture `file` (under tests/fixtures) as sensor `sensor_ref` on `bench.tick`.
+fn fixture_sensor(file: &str, sensor_ref: String, interval: Duration) -> SensorSpec {
+    let mut spec = SensorSpec::from_file(&repo().join("tests/fixtures").join(file)).unwrap_or_else(|e| panic!("{e}"));
+    (spec.sensor_ref, spec.triggers, spec.poll_interval) = (sensor_ref, vec!["bench.tick".into()], interval);
+    spec
+}
+
+/// The lateness histogram's buckets, poll and failure counts of the sensors `wanted` accepts.
+type Figures = (BTreeMap<String, f64>, BTreeMap<String, f64>, BTreeMap<String, f64>);
+
+fn sensor_figures(text: &str, wanted: impl Fn(&str) -> bool) -> Figures {
+    let wanted = |labels: &BTreeMap<&str, &str>| labels.get("sensor").is_some_and(|s| wanted(s));
+    let buckets = sum_by(text, "attune_sensor_poll_lateness_seconds_bucket", |l| {
+        wanted(l).then(|| l.get("le").map(|le| le.to_string())).flatten()
+    });
+    let polls = sum_by(text, "attune_sensor_polls_total", |l| wanted(l).then(String::new));
+    let failures =
+        sum_by(text, "attune_sensor_failures_total", |l| Some(format!("{} {}", l.get("sensor")?, l.get("reason")?)));
+    (buckets, polls, failures)
+}
+
+async fn lateness(label: &str, hostile: &[&str], seconds: u64) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let sensor = |file: &str, sensor_ref: String| {
-        let mut spec =
-            SensorSpec::from_file(&repo().join("tests/fixtures").join(file)).unwrap_or_else(|e| panic!("{e}"));
-        (spec.sensor_ref, spec.triggers, spec.poll_interval) =
-            (sensor_ref, vec!["bench.tick".into()], HEALTHY_INTERVAL);
+        let mut spec = fixture_sensor(file, sensor_ref, HEALTHY_INTERVAL);
         if file.contains("memory_bomb") {
             // As in tests/e2e/limits.rs: filling memory costs fuel too; make memory the limit
             // that is reached first (default 64 MiB).
@@ -250,32 +285,14 @@ async fn lateness(label: &str, hostile: &[&str], seconds: u64) {
         let name = file.rsplit('/').next().unwrap_or(file).replace('.', "_");
         specs.push(sensor(file, format!("bench.hostile.{name}")));
     }
-    let settings = EngineSettings {
-        cache_dir: warm_cache(),
-        runtimes_dir: repo().join("build/runtimes"),
-        fuel_yield_interval: 1_000_000,
-    };
-    let engine = SensorEngine::new(settings).unwrap_or_else(|e| panic!("{e}"));
     // Hostile sensors are never quarantined and retry quickly, so they fail all run long.
     let options = SupervisorOptions {
         quarantine_after: u32::MAX,
         backoff_initial: Duration::from_millis(10),
         backoff_max: HEALTHY_INTERVAL,
     };
-    let supervisor = Supervisor::new(app.clone(), engine, specs, options);
-    supervisor.reconcile();
-
-    let healthy = |labels: &BTreeMap<&str, &str>| labels.get("sensor").is_some_and(|s| s.starts_with("bench.healthy"));
-    let figures = |text: &str| {
-        let buckets = sum_by(text, "attune_sensor_poll_lateness_seconds_bucket", |l| {
-            healthy(l).then(|| l.get("le").map(|le| le.to_string())).flatten()
-        });
-        let polls = sum_by(text, "attune_sensor_polls_total", |l| healthy(l).then(String::new));
-        let failures = sum_by(text, "attune_sensor_failures_total", |l| {
-            Some(format!("{} {}", l.get("sensor")?, l.get("reason")?))
-        });
-        (buckets, polls, failures)
-    };
+    let (app, supervisor) = supervised(dir.path(), specs, options).await;
+    let figures = |text: &str| sensor_figures(text, |s| s.starts_with("bench.healthy"));
     tokio::time::sleep(WARMUP).await;
     let (before, cpu) = (figures(&app.metrics.render()), cpu_seconds());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -300,6 +317,66 @@ async fn lateness(label: &str, hostile: &[&str], seconds: u64) {
         bucket_quantile(&buckets, 0.5),
         bucket_quantile(&buckets, 0.99),
         if hostile_failures.is_empty() { "–".into() } else { hostile_failures.join("; ") },
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?"),
+    );
+    drop(supervisor);
+    if let Ok(app) = Arc::try_unwrap(app) {
+        app.shutdown().await;
+    }
+}
+
+// ---- 5. Cost per poll and density ------------------------------------------------------------
+
+/// Private and proportional memory of this process, in MiB (`/proc/self/smaps_rollup`).
+fn private_and_pss_mib() -> (f64, f64) {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let kb = |name: &str| -> f64 {
+        rollup
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .sum()
+    };
+    ((kb("Private_Clean:") + kb("Private_Dirty:")) / 1024.0, kb("Pss:") / 1024.0)
+}
+
+/// `count` sensors of `file` (3 payloads a poll) every `interval`, each payload an event and an
+/// enforcement, measured for `seconds` after every sensor polled once and a full interval more:
+/// this process's CPU per poll and share of a core, its private memory (and what the sensors
+/// added to it), and poll lateness.
+async fn density(label: &str, file: &str, count: usize, interval: Duration, seconds: u64) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let specs = (0..count).map(|i| fixture_sensor(file, format!("bench.s{i:04}"), interval)).collect();
+    let before_sensors = private_and_pss_mib().0;
+    let (app, supervisor) = supervised(dir.path(), specs, SupervisorOptions::default()).await;
+    let ours = |s: &str| s.starts_with("bench.s");
+    let started = Instant::now();
+    loop {
+        let polled = sum_by(&app.metrics.render(), "attune_sensor_polls_total", |l| {
+            l.get("sensor").filter(|s| ours(s)).map(|s| s.to_string())
+        });
+        if polled.len() == count {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{} of {count} sensors polled", polled.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(interval).await;
+    let (before, cpu) = (sensor_figures(&app.metrics.render(), ours), cpu_seconds());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (after, cpu) = (sensor_figures(&app.metrics.render(), ours), cpu_seconds() - cpu);
+    let (private, pss) = private_and_pss_mib();
+    supervisor.stop_all(Duration::from_secs(5)).await;
+    let buckets = minus(after.0, &before.0);
+    let polls: f64 = minus(after.1, &before.1).values().sum();
+    let failures: f64 = minus(after.2, &before.2).values().sum();
+    println!(
+        "| {label} | {polls:.0} ({failures:.0} failed) | {:.0} µs | {:.1} % | {private:.0} MiB ({:.2} MiB a sensor) / {pss:.0} MiB | {} | {} | {} |",
+        cpu / polls * 1e6,
+        cpu / seconds as f64 * 100.0,
+        (private - before_sensors) / count as f64,
+        bucket_quantile(&buckets, 0.5),
+        bucket_quantile(&buckets, 0.99),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?"),
     );
     drop(supervisor);
@@ -556,6 +633,18 @@ async fn main() {
     }
     if run("api") {
         api().await;
+        println!();
+    }
+    if run("density") {
+        let seconds = std::env::var("SERVICE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+        println!(
+            "| sensors (3 payloads a poll, each an event and an enforcement; SQLite) | polls in {seconds} s | CPU of this process per poll | share of a core | private / PSS memory of this process | lateness p50 (bucket upper bound) | p99 | load average (1 min) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        let second = Duration::from_secs(1);
+        density("40 Python, every 1 s", "bench/three_payloads.py", 40, second, seconds).await;
+        density("40 JavaScript, every 1 s", "bench/three_payloads.js", 40, second, seconds).await;
+        density("1,000 Python, every 10 s", "bench/three_payloads.py", 1_000, second * 10, seconds).await;
         println!();
     }
     if run("lateness") {

@@ -117,7 +117,7 @@ async fn follow_releases(
 ) {
     while let Some(delivery) = deliveries.recv().await {
         if let attune_bus::Delivery::Message(message) = delivery
-            && message.body["host"].as_str() != Some(membership.host_id())
+            && message.body.to_value()["host"].as_str() != Some(membership.host_id())
         {
             membership.wake();
         }
@@ -210,7 +210,7 @@ impl App {
             }
         };
         let bus: Arc<dyn Bus> = Arc::new(MeasuredBus { inner: bus, metrics: metrics.clone() });
-        let committer = GroupCommitter::start(store.clone());
+        let committer = GroupCommitter::start(store.clone(), &config.host_id);
         let outbox =
             StoreOutbox { store: store.clone(), committer: committer.clone(), host_id: config.host_id.clone() };
         let relay = Relay::new(outbox, bus.clone(), RelayOptions::default());

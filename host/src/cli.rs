@@ -854,7 +854,7 @@ async fn sensor_state(command: StateCommand) -> Result<(), CliError> {
                 outbox: announcement.into_iter().collect(),
                 ..Default::default()
             };
-            store.write(&[reset]).await.map_err(|e| failed(&e))?;
+            store.write(&[reset], None).await.map_err(|e| failed(&e))?;
             eprintln!("reset the state of {sensor} ({keys} key{} deleted)", if keys == 1 { "" } else { "s" });
         }
     }

@@ -92,7 +92,7 @@ impl PackReloader {
         tokio::spawn(async move {
             while let Some(delivery) = deliveries.recv().await {
                 let attune_bus::Delivery::Message(message) = delivery else { continue };
-                if message.body["origin"].as_str() == Some(self.app.membership.host_id()) {
+                if message.body.to_value()["origin"].as_str() == Some(self.app.membership.host_id()) {
                     continue;
                 }
                 if let Err(e) = self.reload_here(false).await {

@@ -332,8 +332,9 @@ impl Supervisor {
         let supervisor = self.clone();
         // The sensor an announcement from elsewhere is about.
         let from_elsewhere = |message: &Message, here: &str| {
-            let sensor_ref = message.body["sensor"].as_str().map(str::to_string);
-            sensor_ref.filter(|_| message.body["origin"].as_str() != Some(here))
+            let body = message.body.to_value();
+            let sensor_ref = body["sensor"].as_str().map(str::to_string);
+            sensor_ref.filter(|_| body["origin"].as_str() != Some(here))
         };
         tokio::spawn(async move {
             let here = supervisor.app.membership.host_id().to_string();

@@ -170,7 +170,7 @@ async fn sqlite_and_in_process_bus() {
     let mut keys = Vec::new();
     while keys.len() < 104 {
         let message = tokio::time::timeout(Duration::from_secs(5), rule_changes.recv()).await.unwrap().unwrap();
-        assert_eq!(message.body["rule"], message.body["rule"].as_str().unwrap());
+        assert_eq!(message.body.to_value()["rule"], message.body.to_value()["rule"].as_str().unwrap());
         keys.push(message.routing_key);
     }
     assert!(keys[..100].iter().all(|k| k == "rule.created"), "{keys:?}");

@@ -365,7 +365,7 @@ async fn replay_store(store: Arc<dyn Store>) {
     let now = store::now_micros();
     let expired = now - RETENTION_MICROS - 60_000_000;
     let kept = now - RETENTION_MICROS + 3_600_000_000;
-    assert_eq!(store.write(&[keyed("young", kept)]).await.unwrap(), [Written::Stored]);
+    assert_eq!(store.write(&[keyed("young", kept)], None).await.unwrap(), [Written::Stored]);
     assert_eq!(store.replay("token:t1", "young").await.unwrap(), Some(record("young", kept)));
     assert_eq!(store.replay("token:t2", "young").await.unwrap(), None, "keys are per scope");
 
@@ -386,7 +386,7 @@ async fn replay_store(store: Arc<dyn Store>) {
         with_event("young", "e3"),
         Commit { events: vec![event("e4")], ..Commit::default() },
     ];
-    let written = store.write(&commits).await.unwrap();
+    let written = store.write(&commits, None).await.unwrap();
     assert_eq!(written, [Written::Stored, Written::Taken, Written::Taken, Written::Stored]);
     let ids: Vec<String> = store
         .events(&ListFilter { limit: 10, ..Default::default() })
@@ -399,7 +399,7 @@ async fn replay_store(store: Arc<dyn Store>) {
 
     // 150 expired records written at once: that write prunes 100 of them, the next the rest.
     let old: Vec<Commit> = (0..150).map(|i| keyed(&format!("old-{i:03}"), expired)).collect();
-    store.write(&old).await.unwrap();
+    store.write(&old, None).await.unwrap();
     let left = |store: Arc<dyn Store>| async move {
         let mut n = 0;
         for i in 0..150 {
@@ -408,7 +408,7 @@ async fn replay_store(store: Arc<dyn Store>) {
         n
     };
     assert_eq!(left(store.clone()).await, 150 - PRUNE_BATCH as usize, "oldest first, a batch per write");
-    store.write(&[keyed("next", now)]).await.unwrap();
+    store.write(&[keyed("next", now)], None).await.unwrap();
     assert_eq!(left(store.clone()).await, 0);
     assert!(store.replay("token:t1", "young").await.unwrap().is_some(), "kept for 24 h");
     assert_eq!(store.prune_replays(now + 1, 1_000).await.unwrap(), 3, "young, k and next");

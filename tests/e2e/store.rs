@@ -38,7 +38,7 @@ fn enforcement(id: &str, rule: &str, event_id: &str, at: i64) -> EnforcementReco
 }
 
 fn message(id: &str) -> Message {
-    Message { message_id: id.into(), routing_key: "enforcement.created".into(), body: json!({"id": id}) }
+    Message { message_id: id.into(), routing_key: "enforcement.created".into(), body: json!({"id": id}).into() }
 }
 
 /// Takes one item; its new generation, or `None` when someone live holds it.
@@ -64,7 +64,7 @@ async fn contract(store: Arc<dyn Store>) {
         outbox: vec![message("f1"), message("f2")],
         ..Commit::default()
     };
-    store.write(std::slice::from_ref(&commit)).await.unwrap();
+    store.write(std::slice::from_ref(&commit), None).await.unwrap();
 
     // Reads: newest first, filtered, paged by cursor.
     let ids = |events: Vec<EventRecord>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
@@ -87,11 +87,11 @@ async fn contract(store: Arc<dyn Store>) {
         outbox: vec![message("f1")],
         ..Default::default()
     };
-    store.write(&[replay]).await.unwrap();
+    store.write(&[replay], None).await.unwrap();
     assert_eq!(store.enforcements(&page(10)).await.unwrap().len(), 2);
     assert_eq!(store.outbox_backlog().await.unwrap(), 2);
     // The same poll written twice: one row and one message each.
-    store.write(std::slice::from_ref(&commit)).await.unwrap();
+    store.write(std::slice::from_ref(&commit), None).await.unwrap();
     assert_eq!(store.events(&page(10)).await.unwrap().len(), 3);
     assert_eq!(store.outbox_backlog().await.unwrap(), 2);
     // A message announcing an enforcement is queued only with its row: one for (rule, event)
@@ -101,7 +101,7 @@ async fn contract(store: Arc<dyn Store>) {
         outbox: vec![message("f1-other")],
         ..Default::default()
     };
-    store.write(&[other]).await.unwrap();
+    store.write(&[other], None).await.unwrap();
     assert_eq!(store.outbox_backlog().await.unwrap(), 2, "a message without its enforcement was queued");
 
     // Outbox: oldest first; only confirmed rows are marked.
@@ -128,7 +128,7 @@ async fn contract(store: Arc<dyn Store>) {
         })],
         ..Commit::default()
     };
-    assert!(store.write(&[broken]).await.is_err());
+    assert!(store.write(&[broken], None).await.is_err());
     assert_eq!(store.rule("p.lost").await.unwrap(), None);
     assert!(store.event("e4").await.unwrap().is_none());
     assert_eq!(store.sensor_state("p.s").await.unwrap()["cursor"], "3");
@@ -225,7 +225,7 @@ async fn retention(store: Arc<dyn Store>) {
     // Old events, and events an hour in the future: the cutoff falls between them. Outbox rows
     // are as old as their write, so all fall before it.
     let future = attune_host::store::now_micros() + 3_600_000_000;
-    store.write(&[commit(100, 5), commit(future, 2)]).await.unwrap();
+    store.write(&[commit(100, 5), commit(future, 2)], None).await.unwrap();
     let rows = store.claim_unpublished("h1", 100).await.unwrap();
     // Two rows were published; the other five were not.
     store.mark_published(&[rows[0].id, rows[1].id]).await.unwrap();
@@ -287,14 +287,15 @@ async fn membership(store: Arc<dyn Store>) {
         fence: Some(fence.clone()),
         ..Default::default()
     };
-    assert_eq!(store.write(&[poll("m1", &fence)]).await.unwrap(), [Written::Stored]);
+    assert_eq!(store.write(&[poll("m1", &fence)], None).await.unwrap(), [Written::Stored]);
     assert_eq!(store.release(WorkKind::Sensor, "h1", &[("p.a".to_string(), first)]).await.unwrap(), ["p.a"]);
     let second = take(&store, WorkKind::Sensor, "p.a", "h2").await.expect("a released item is taken");
     assert!(second > first);
-    // The old owner's write is refused whole, next to a write that goes through.
+    // The old owner's write is refused whole, next to a write that goes through. Outbox rows
+    // are written claimed by the host that writes them.
     let current = Fence { owner: "h2".into(), generation: second, ..fence.clone() };
     assert_eq!(
-        store.write(&[poll("m2", &fence), poll("m3", &current)]).await.unwrap(),
+        store.write(&[poll("m2", &fence), poll("m3", &current)], Some("h2")).await.unwrap(),
         [Written::Fenced, Written::Stored]
     );
     assert!(store.event("m2").await.unwrap().is_none(), "a fenced event was stored");
@@ -302,12 +303,15 @@ async fn membership(store: Arc<dyn Store>) {
     let owners: Vec<_> = store.ownership(WorkKind::Sensor).await.unwrap().into_iter().map(|r| r.owner).collect();
     assert_eq!(owners, [Some("h2".to_string()), None]);
 
-    // Outbox rows are claimed by one host; a host that left gives its claims up.
-    let h1 = store.claim_unpublished("h1", 10).await.unwrap();
-    assert_eq!(h1.iter().map(|r| r.message.message_id.as_str()).collect::<Vec<_>>(), ["m1", "m3"]);
-    assert!(store.claim_unpublished("h2", 10).await.unwrap().is_empty(), "a live host's claims were taken");
+    // Outbox rows are claimed by one host: unclaimed ones by the first to ask, a live host's
+    // never by another; a host that left gives its claims up.
+    let ids =
+        |rows: Vec<attune_host::store::OutboxRow>| rows.into_iter().map(|r| r.message.message_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.claim_unpublished("h1", 10).await.unwrap()), ["m1"], "h2's own row was taken");
+    assert_eq!(ids(store.claim_unpublished("h2", 10).await.unwrap()), ["m3"], "h1's claim was taken");
+    assert_eq!(ids(store.claim_unpublished("h1", 1).await.unwrap()), ["m1"]);
     store.leave("h1", "run-1").await.unwrap();
-    assert_eq!(store.claim_unpublished("h2", 10).await.unwrap().len(), 2);
+    assert_eq!(ids(store.claim_unpublished("h2", 10).await.unwrap()), ["m1", "m3"]);
     // Leaving released nothing of h2's, and h1's lease is over: a new run of it may join.
     assert_eq!(take(&store, WorkKind::Sensor, "p.a", "h1").await, None);
     assert!(store.join("h1", "run-2", "127.0.0.1:1", lease).await.unwrap());

@@ -29,7 +29,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::{BoxFuture, Bus, BusError, CONTENT_TYPE_JSON, DEFAULT_EXCHANGE, Delivery, Message};
+use crate::{Body, BoxFuture, Bus, BusError, CONTENT_TYPE_JSON, DEFAULT_EXCHANGE, Delivery, Message};
 
 /// AMQP delivery mode 2: the broker writes the message to disk (with a durable queue).
 const PERSISTENT: u8 = 2;
@@ -236,7 +236,6 @@ impl AmqpBus {
         };
         let confirm_deadline = Instant::now() + self.options.confirm_timeout;
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let bodies: Vec<Vec<u8>> = messages.iter().map(|m| m.body.to_string().into_bytes()).collect();
         let options = BasicPublishOptions { mandatory: self.options.mandatory, ..BasicPublishOptions::default() };
 
         // Phase 1: queue every publish frame, in order.
@@ -246,7 +245,7 @@ impl AmqpBus {
             let Ok(_guard) = timeout_at(confirm_deadline, link.send_lock.lock()).await else {
                 return vec![Err(BusError::ConfirmTimeout(timeout)); messages.len()];
             };
-            join_all(messages.iter().zip(&bodies).map(|(message, body)| {
+            join_all(messages.iter().map(|message| {
                 let properties = BasicProperties::default()
                     .with_content_type(CONTENT_TYPE_JSON.into())
                     .with_delivery_mode(PERSISTENT)
@@ -258,7 +257,7 @@ impl AmqpBus {
                         self.options.exchange.clone().into(),
                         message.routing_key.clone().into(),
                         options,
-                        body,
+                        message.body.as_str().as_bytes(),
                         properties,
                     ),
                 )
@@ -387,8 +386,8 @@ impl Listener {
                 Some(Err(error)) => return error.to_string(),
                 None => return "the broker cancelled the consumer".into(),
             };
-            let body = serde_json::from_slice(&delivery.data)
-                .unwrap_or_else(|e| serde_json::Value::String(format!("not JSON: {e}")));
+            let body = Body::parse(&delivery.data)
+                .unwrap_or_else(|e| serde_json::Value::String(format!("not JSON: {e}")).into());
             let id = delivery.properties.message_id().as_ref().map(ToString::to_string).unwrap_or_default();
             let message = Message::new(delivery.routing_key.to_string(), id, body);
             if sender.send(Delivery::Message(message)).await.is_err() {

@@ -40,8 +40,9 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 mod amqp;
 mod memory;
@@ -80,20 +81,66 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 /// `message_id` must be stable for the lifetime of the message (e.g. derived from the outbox row
 /// or the enforcement id), because a retried publish carries the same id and consumers use it
 /// to drop duplicates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     /// Topic routing key, e.g. [`routing::ENFORCEMENT_CREATED`].
     pub routing_key: String,
     /// Stable id, sent as the AMQP `message_id` property.
     pub message_id: String,
     /// JSON body, sent as `application/json`.
-    pub body: serde_json::Value,
+    pub body: Body,
 }
 
 impl Message {
     /// Builds a message.
-    pub fn new(routing_key: impl Into<String>, message_id: impl Into<String>, body: serde_json::Value) -> Self {
-        Self { routing_key: routing_key.into(), message_id: message_id.into(), body }
+    pub fn new(routing_key: impl Into<String>, message_id: impl Into<String>, body: impl Into<Body>) -> Self {
+        Self { routing_key: routing_key.into(), message_id: message_id.into(), body: body.into() }
+    }
+}
+
+/// A message's JSON body as text, serialized once where the message is made: stored, relayed and
+/// published as these bytes, never parsed and serialized again on the way. Clones share the text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Body(Arc<str>);
+
+impl Body {
+    /// `value` serialized.
+    pub fn serialize(value: &impl Serialize) -> Result<Self, serde_json::Error> {
+        Ok(Self(serde_json::to_string(value)?.into()))
+    }
+
+    /// Text that was a [`Body`] before it was stored (the outbox's `body` column): taken as is.
+    pub fn from_stored(text: String) -> Self {
+        Self(text.into())
+    }
+
+    /// Bytes from elsewhere (a broker delivery): checked to be one JSON value.
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)?;
+        // Valid JSON is valid UTF-8.
+        Ok(Self(String::from_utf8_lossy(bytes).into()))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The body parsed: for the few consumers that read fields of it.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for Body {
+    fn from(value: serde_json::Value) -> Self {
+        Self(value.to_string().into())
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -83,7 +83,9 @@ impl StreamHub {
                                 data: json!({"message": "the bus (re)connected: messages may have been missed"}),
                             },
                             Some(Delivery::Message(message)) => {
-                                let Some(item) = to_item(&message.routing_key, message.message_id, message.body) else {
+                                let Some(item) =
+                                    to_item(&message.routing_key, message.message_id, message.body.to_value())
+                                else {
                                     continue;
                                 };
                                 item

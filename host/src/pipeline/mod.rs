@@ -11,7 +11,8 @@ use std::sync::{Arc, RwLock};
 
 use attune_rules::chrono::{DateTime, Utc};
 use attune_rules::{ActionContext, CompiledRule, EventDocument, MatchInput, RuleIndex};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::Notify;
 
 pub use generator::{Payload, Rejected, Source, derived_id};
@@ -23,6 +24,7 @@ use crate::store::{
     Commit, EnforcementRecord, EnforcementStatus, EventRecord, Fence, GroupCommitter, Message, ReplayRecord, RuleWrite,
     StatusWrite, StoreError, Written,
 };
+use attune_bus::Body;
 use attune_bus::routing::{ENFORCEMENT_CREATED, EVENT_CREATED};
 
 /// Most enforcements one ingest (a poll, a request, a fire) may make: a batch beyond it is
@@ -239,7 +241,12 @@ impl Pipeline {
             commit.state = delta;
         }
         self.match_rules(&catalog, &events, &mut commit).inspect_err(|_| self.metrics.rejected(source.kind()))?;
-        commit.outbox.extend(events.iter().map(event_message));
+        let scheduled = commit.enforcements.iter().filter(|e| e.status == EnforcementStatus::Scheduled);
+        let messages = scheduled.map(enforcement_message).chain(events.iter().map(event_message));
+        for message in messages {
+            // Structs of strings, numbers and JSON values always serialize.
+            commit.outbox.push(message.map_err(|e| IngestError::Store(Arc::new(StoreError::Json(e))))?);
+        }
         let ingested = Ingested {
             event_ids: events.iter().map(|e| e.id.clone()).collect(),
             enforcements: commit.enforcements.len(),
@@ -297,9 +304,6 @@ impl Pipeline {
                     return Err(Rejected::TooManyEnforcements { limit: MAX_ENFORCEMENTS_PER_INGEST });
                 }
                 let enforcement = enforce(rule, event, &input, catalog.pack_config(rule.pack()));
-                if enforcement.status == EnforcementStatus::Scheduled {
-                    commit.outbox.push(enforcement_message(&enforcement));
-                }
                 commit.enforcements.push(enforcement);
             }
         }
@@ -351,20 +355,47 @@ fn enforce(rule: &CompiledRule, event: &EventRecord, input: &MatchInput<'_>, pac
     }
 }
 
-fn event_message(event: &EventRecord) -> Message {
-    Message {
-        message_id: event.id.clone(),
-        routing_key: EVENT_CREATED.into(),
-        body: json!({"id": event.id, "trigger": event.trigger_ref, "source": event.source,
-                     "payload": event.payload, "created_at": event.created_at}),
+/// `event.created`: the event as consumers read it (keys in the order a JSON object of them
+/// would have), serialized once, here.
+fn event_message(event: &EventRecord) -> Result<Message, serde_json::Error> {
+    #[derive(Serialize)]
+    struct EventBody<'a> {
+        created_at: i64,
+        id: &'a str,
+        payload: &'a Value,
+        source: &'a str,
+        trigger: &'a str,
     }
+    let body = EventBody {
+        created_at: event.created_at,
+        id: &event.id,
+        payload: &event.payload,
+        source: &event.source,
+        trigger: &event.trigger_ref,
+    };
+    Ok(Message::new(EVENT_CREATED, event.id.clone(), Body::serialize(&body)?))
 }
 
-fn enforcement_message(e: &EnforcementRecord) -> Message {
-    Message {
-        message_id: e.id.clone(),
-        routing_key: ENFORCEMENT_CREATED.into(),
-        body: json!({"id": e.id, "rule": e.rule_ref, "event_id": e.event_id, "trigger": e.trigger_ref,
-                     "action": e.action_ref, "parameters": e.parameters, "created_at": e.created_at}),
+/// `enforcement.created`: a scheduled enforcement for executors, serialized once, here.
+fn enforcement_message(e: &EnforcementRecord) -> Result<Message, serde_json::Error> {
+    #[derive(Serialize)]
+    struct EnforcementBody<'a> {
+        action: &'a str,
+        created_at: i64,
+        event_id: &'a str,
+        id: &'a str,
+        parameters: Option<&'a Value>,
+        rule: &'a str,
+        trigger: &'a str,
     }
+    let body = EnforcementBody {
+        action: &e.action_ref,
+        created_at: e.created_at,
+        event_id: &e.event_id,
+        id: &e.id,
+        parameters: e.parameters.as_ref(),
+        rule: &e.rule_ref,
+        trigger: &e.trigger_ref,
+    };
+    Ok(Message::new(ENFORCEMENT_CREATED, e.id.clone(), Body::serialize(&body)?))
 }

@@ -17,6 +17,7 @@ use super::sensor_status::{RESTART_STATUS, StatusWrite, UPSERT_STATUS};
 use super::sql::{Bind, MAX_PAGE, PgStore, ROWS_PER_INSERT, SqliteStore, db_now};
 use super::{Fence, Message, OutboxRow, ReplayRecord, StoreError, Written};
 use crate::sandbox::StateDelta;
+use attune_bus::Body;
 
 /// A stored event: one payload, accepted for one trigger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -135,11 +136,14 @@ pub struct ListFilter {
 #[async_trait::async_trait]
 pub trait EventStore: Send + Sync {
     /// Writes every commit in one transaction: all or nothing. Returns what became of each
-    /// commit, in order: a commit whose replay key was taken writes nothing.
-    async fn write(&self, commits: &[Commit]) -> Result<Vec<Written>, StoreError>;
+    /// commit, in order: a commit whose replay key was taken writes nothing. Outbox rows are
+    /// written claimed by host `publisher` (see [`EventStore::claim_unpublished`]); `None` leaves
+    /// them for any host to claim.
+    async fn write(&self, commits: &[Commit], publisher: Option<&str>) -> Result<Vec<Written>, StoreError>;
 
-    /// Claims unpublished outbox rows for host `claimer`, oldest first, so that each is
-    /// published by one host; rows claimed by a host whose lease ended are claimed again.
+    /// Unpublished outbox rows for host `claimer` to publish, oldest first, so that each is
+    /// published by one host: those it wrote or claimed, then rows nobody claimed and those of
+    /// hosts whose lease ended, claimed now.
     async fn claim_unpublished(&self, claimer: &str, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
     /// Marks rows published; called only after the broker confirmed them.
     async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
@@ -215,7 +219,7 @@ impl TryFrom<UnpublishedRow> for OutboxRow {
 
     fn try_from(row: UnpublishedRow) -> Result<Self, StoreError> {
         let UnpublishedRow { id, message_id, routing_key, body } = row;
-        Ok(OutboxRow { id, message: Message { message_id, routing_key, body: serde_json::from_str(&body)? } })
+        Ok(OutboxRow { id, message: Message { message_id, routing_key, body: Body::from_stored(body) } })
     }
 }
 
@@ -228,16 +232,36 @@ macro_rules! select_events {
 
 const LIST_ENFORCEMENTS: &str = "SELECT id, rule_ref, event_id, trigger_ref, action_ref, parameters, status, error, \
                                  created_at FROM enforcements WHERE 1 = 1";
-/// Claims up to `$2` unpublished rows for host `$1`: rows nobody claimed, its own, and those of
-/// hosts whose lease ended. On PostgreSQL, rows another host is claiming right now are skipped.
-macro_rules! claim_unpublished {
-    ($dialect:ident, $skip_locked:literal) => {
+/// The unpublished rows host `$1` wrote or claimed, up to `$2`, oldest first: a plain read, as
+/// every row a host's pipeline writes is claimed by it in the same insert.
+const OWN_UNPUBLISHED: &str = "SELECT id, message_id, routing_key, body FROM outbox WHERE published_at IS NULL \
+                               AND claimed_by = $1 ORDER BY id LIMIT $2";
+/// Unpublished rows that are nobody's: unclaimed, or claimed by a host whose lease ended.
+macro_rules! orphaned {
+    ($dialect:ident) => {
         concat!(
-            "UPDATE outbox SET claimed_by = $1 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL \
-             AND (claimed_by IS NULL OR claimed_by = $1 OR claimed_by NOT IN \
+            "published_at IS NULL AND (claimed_by IS NULL OR claimed_by NOT IN \
              (SELECT id FROM hosts WHERE lease_until > ",
             db_now!($dialect),
-            ")) ORDER BY id LIMIT $2",
+            "))"
+        )
+    };
+}
+/// 1 when some unpublished row is nobody's, else 0: read first, so that a relay round takes no
+/// write lock (SQLite's is the pipeline writer's) unless there is something to claim.
+macro_rules! any_orphaned {
+    ($dialect:ident) => {
+        concat!("SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE ", orphaned!($dialect), " LIMIT 1) AS orphaned")
+    };
+}
+/// Claims up to `$2` rows that are nobody's for host `$1`. On PostgreSQL, rows another host is
+/// claiming right now are skipped.
+macro_rules! claim_orphaned {
+    ($dialect:ident, $skip_locked:literal) => {
+        concat!(
+            "UPDATE outbox SET claimed_by = $1 WHERE id IN (SELECT id FROM outbox WHERE ",
+            orphaned!($dialect),
+            " ORDER BY id LIMIT $2",
             $skip_locked,
             ") RETURNING id, message_id, routing_key, body"
         )
@@ -293,18 +317,21 @@ where
     insert
 }
 
-fn insert_outbox<DB>(messages: &[&Message], now: i64) -> QueryBuilder<DB>
+/// Rows claimed by `publisher` as they are written: the host that wrote them publishes them.
+fn insert_outbox<DB>(messages: &[&Message], now: i64, publisher: Option<&str>) -> QueryBuilder<DB>
 where
     DB: Database,
     String: Bind<DB>,
+    Option<String>: Bind<DB>,
     i64: Bind<DB>,
 {
-    let mut insert = QueryBuilder::new("INSERT INTO outbox (message_id, routing_key, body, created_at) ");
+    let mut insert = QueryBuilder::new("INSERT INTO outbox (message_id, routing_key, body, created_at, claimed_by) ");
     insert.push_values(messages, |mut row, m| {
         row.push_bind(m.message_id.clone())
             .push_bind(m.routing_key.clone())
-            .push_bind(m.body.to_string())
-            .push_bind(now);
+            .push_bind(m.body.as_str().to_owned())
+            .push_bind(now)
+            .push_bind(publisher.map(str::to_owned));
     });
     insert.push(" ON CONFLICT (message_id) DO NOTHING");
     insert
@@ -375,7 +402,7 @@ macro_rules! impl_event_store {
     ($store:ty, $db:ty, $dialect:ident, $skip_locked:literal) => {
         #[async_trait::async_trait]
         impl EventStore for $store {
-            async fn write(&self, commits: &[Commit]) -> Result<Vec<Written>, StoreError> {
+            async fn write(&self, commits: &[Commit], publisher: Option<&str>) -> Result<Vec<Written>, StoreError> {
                 let mut tx = self.begin_write().await?;
                 // A commit whose fence no longer holds (see `membership.rs`) or whose replay key
                 // is taken (see `replays.rs`) writes nothing.
@@ -430,7 +457,7 @@ macro_rules! impl_event_store {
                     .filter(|m| !rows.contains(m.message_id.as_str()) || written.contains(&m.message_id))
                     .collect();
                 for chunk in outbox.chunks(ROWS_PER_INSERT) {
-                    insert_outbox::<$db>(chunk, now).build().execute(&mut *tx).await?;
+                    insert_outbox::<$db>(chunk, now, publisher).build().execute(&mut *tx).await?;
                 }
                 for write in commits.iter().flat_map(|c| &c.rules) {
                     let query = match write {
@@ -477,18 +504,29 @@ macro_rules! impl_event_store {
             }
 
             async fn claim_unpublished(&self, claimer: &str, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
-                let mut rows: Vec<UnpublishedRow> = sqlx::query_as(claim_unpublished!($dialect, $skip_locked))
-                    .bind(claimer)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
-                // RETURNING has no order.
+                let mut rows: Vec<UnpublishedRow> =
+                    sqlx::query_as(OWN_UNPUBLISHED).bind(claimer).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+                let room = i64::from(limit) - rows.len() as i64;
+                if room > 0 {
+                    let orphaned: i64 = sqlx::query_scalar(any_orphaned!($dialect)).fetch_one(&self.pool).await?;
+                    if orphaned > 0 {
+                        let claimed: Vec<UnpublishedRow> = sqlx::query_as(claim_orphaned!($dialect, $skip_locked))
+                            .bind(claimer)
+                            .bind(room)
+                            .fetch_all(&self.pool)
+                            .await?;
+                        rows.extend(claimed);
+                    }
+                }
+                // RETURNING has no order, and a host whose own lease lapsed claims its own rows
+                // again.
                 rows.sort_unstable_by_key(|row| row.id);
+                rows.dedup_by_key(|row| row.id);
                 rows.into_iter().map(OutboxRow::try_from).collect()
             }
 
             async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
-                self.write(&[Commit { published: ids.to_vec(), ..Commit::default() }]).await.map(drop)
+                self.write(&[Commit { published: ids.to_vec(), ..Commit::default() }], None).await.map(drop)
             }
 
             async fn outbox_backlog(&self) -> Result<i64, StoreError> {
@@ -555,7 +593,7 @@ mod tests {
             payload: Value::Null,
             created_at: 1,
         };
-        store.write(&[Commit { events: vec![event], ..Commit::default() }]).await?;
+        store.write(&[Commit { events: vec![event], ..Commit::default() }], None).await?;
         sqlx::query(
             "INSERT INTO enforcements (id, rule_ref, event_id, trigger_ref, action_ref, status, created_at) \
              VALUES ('f1', 'p.r', 'e1', 'p.t', 'core.echo', 'paused', 1)",

@@ -22,17 +22,19 @@ pub struct GroupCommitter {
 
 impl GroupCommitter {
     /// Starts `store.writers()` writer tasks on the current tokio runtime. Each takes whatever is
-    /// queued when it is free, so groups grow with the load.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    /// queued when it is free, so groups grow with the load. Outbox rows are written claimed by
+    /// host `publisher`, whose relay publishes them.
+    pub fn start(store: Arc<dyn Store>, publisher: &str) -> Self {
+        let publisher: Arc<str> = publisher.into();
         let (queue, pending) = mpsc::channel::<Pending>(QUEUE);
         let pending = Arc::new(Mutex::new(pending));
         for _ in 0..store.writers().max(1) {
-            let (store, pending) = (store.clone(), pending.clone());
+            let (store, pending, publisher) = (store.clone(), pending.clone(), publisher.clone());
             tokio::spawn(async move {
                 let mut group = Vec::with_capacity(MAX_GROUP);
                 while pending.lock().await.recv_many(&mut group, MAX_GROUP).await > 0 {
                     let (commits, waiters): (Vec<Commit>, Vec<_>) = group.drain(..).unzip();
-                    let outcome = store.write(&commits).await.map_err(Arc::new);
+                    let outcome = store.write(&commits, Some(&publisher)).await.map_err(Arc::new);
                     for (index, waiter) in waiters.into_iter().enumerate() {
                         let written = outcome.as_ref().map(|each| each.get(index).copied().unwrap_or(Written::Stored));
                         // A caller that stopped waiting does not need the outcome.
