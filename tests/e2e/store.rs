@@ -81,9 +81,13 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(store.enforcements(&by_rule).await.unwrap()[0], enforcement("f2", "p.r", "e2", 200));
     assert_eq!(store.sensor_state("p.s").await.unwrap(), [("cursor".to_string(), "3".to_string())].into());
 
-    // Replaying the same enforcements and messages writes nothing new.
+    // Replaying the same enforcements (ids derive from rule and event) and messages writes
+    // nothing new, whatever else the replay says.
     let replay = Commit {
-        enforcements: vec![enforcement("f1-again", "p.r", "e1", 100)],
+        enforcements: vec![EnforcementRecord {
+            action_ref: "core.other".into(),
+            ..enforcement("f1", "p.r", "e1", 100)
+        }],
         outbox: vec![message("f1")],
         ..Default::default()
     };
@@ -94,15 +98,11 @@ async fn contract(store: Arc<dyn Store>) {
     store.write(std::slice::from_ref(&commit), None).await.unwrap();
     assert_eq!(store.events(&page(10)).await.unwrap().len(), 3);
     assert_eq!(store.outbox_backlog().await.unwrap(), 2);
-    // A message announcing an enforcement is queued only with its row: one for (rule, event)
+    // A message announcing a row (its id is the row's) is queued only with its row: the event
     // exists already, so neither the row nor its message is written.
-    let other = Commit {
-        enforcements: vec![enforcement("f1-other", "p.r", "e1", 100)],
-        outbox: vec![message("f1-other")],
-        ..Default::default()
-    };
-    store.write(&[other], None).await.unwrap();
-    assert_eq!(store.outbox_backlog().await.unwrap(), 2, "a message without its enforcement was queued");
+    let again = Commit { events: vec![event("e1", "p.t", 100)], outbox: vec![message("e1")], ..Default::default() };
+    store.write(&[again], None).await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), 2, "a message without its event was queued");
 
     // Outbox: oldest first; only confirmed rows are marked.
     let rows = store.claim_unpublished("h1", 10).await.unwrap();
@@ -327,4 +327,70 @@ async fn sqlite_store_keeps_the_membership_contract() {
 #[tokio::test]
 async fn postgres_store_keeps_the_membership_contract() {
     membership(postgres_store().await).await;
+}
+
+/// `migrations/<dialect>` up to version 5 (before enforcements were keyed by id alone), in a
+/// directory of their own.
+fn migrations_before_0006(dialect: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(crate::support::repo().join("migrations").join(dialect)).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.as_str() < "0006" {
+            std::fs::copy(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    dir
+}
+
+const OLD_EVENT: &str =
+    "INSERT INTO events (id, trigger_ref, source, payload, created_at) VALUES ('e1', 'p.t', 'webhook', '{}', 100)";
+const OLD_ENFORCEMENT: &str = "INSERT INTO enforcements (id, rule_ref, event_id, trigger_ref, action_ref, parameters, \
+                               status, created_at) VALUES ('f1', 'p.r', 'e1', 'p.t', 'core.echo', '{\"message\": \"hi\"}', 'scheduled', 100)";
+
+/// After migration 0006: what was stored is there, a replayed enforcement is a no-op, another
+/// rule's enforcement of the same event is stored, and retention deletes both with the event.
+async fn upgraded(url: &str) {
+    let store = attune_host::store::open(url).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.enforcements(&page(10)).await.unwrap(), [enforcement("f1", "p.r", "e1", 100)]);
+    let again = Commit {
+        enforcements: vec![enforcement("f1", "p.r", "e1", 100), enforcement("f2", "p.other", "e1", 100)],
+        ..Default::default()
+    };
+    store.write(&[again], None).await.unwrap();
+    assert_eq!(ids_of(store.enforcements(&page(10)).await.unwrap()), ["f2", "f1"]);
+    let pruned = store.prune(200, 10).await.unwrap();
+    assert_eq!((pruned.events, pruned.enforcements), (1, 2));
+}
+
+fn ids_of(enforcements: Vec<EnforcementRecord>) -> Vec<String> {
+    enforcements.into_iter().map(|e| e.id).collect()
+}
+
+#[tokio::test]
+async fn sqlite_upgrade_keeps_enforcements() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("attune.db").display());
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("attune.db")).create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let old = migrations_before_0006("sqlite");
+    sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+    sqlx::query(OLD_EVENT).execute(&pool).await.unwrap();
+    sqlx::query(OLD_ENFORCEMENT).execute(&pool).await.unwrap();
+    pool.close().await;
+    upgraded(&url).await;
+}
+
+#[tokio::test]
+async fn postgres_upgrade_keeps_enforcements() {
+    let url = crate::support::postgres_database().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let old = migrations_before_0006("postgres");
+    sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+    sqlx::query(OLD_EVENT).execute(&pool).await.unwrap();
+    sqlx::query(OLD_ENFORCEMENT).execute(&pool).await.unwrap();
+    pool.close().await;
+    upgraded(&url).await;
 }

@@ -312,8 +312,8 @@ where
             .push_bind(e.error.clone())
             .push_bind(e.created_at);
     });
-    // One enforcement per (rule, event): a replay writes nothing new.
-    insert.push(" ON CONFLICT (rule_ref, event_id) DO NOTHING");
+    // One enforcement per (rule, event), whose id is derived from both: a replay writes nothing new.
+    insert.push(" ON CONFLICT (id) DO NOTHING");
     insert
 }
 
