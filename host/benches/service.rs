@@ -362,16 +362,21 @@ async fn density(label: &str, file: &str, count: usize, interval: Duration, seco
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(interval).await;
-    let (before, cpu) = (sensor_figures(&app.metrics.render(), ours), cpu_seconds());
+    // A sensor whose owner changed restarted (its lease lapsed, say): none should in the window.
+    let changes = |text: &str| sum_by(text, "attune_ownership_changes_total", |_| Some(String::new()));
+    let (text, cpu) = (app.metrics.render(), cpu_seconds());
+    let (before, changes_before) = (sensor_figures(&text, ours), changes(&text));
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (after, cpu) = (sensor_figures(&app.metrics.render(), ours), cpu_seconds() - cpu);
+    let (text, cpu) = (app.metrics.render(), cpu_seconds() - cpu);
+    let (after, changes) = (sensor_figures(&text, ours), minus(changes(&text), &changes_before));
     let (private, pss) = private_and_pss_mib();
     supervisor.stop_all(Duration::from_secs(5)).await;
     let buckets = minus(after.0, &before.0);
     let polls: f64 = minus(after.1, &before.1).values().sum();
-    let failures: f64 = minus(after.2, &before.2).values().sum();
+    let failures: f64 = minus(after.2, &before.2).values().sum::<f64>().max(0.0);
+    let changes: f64 = changes.values().sum();
     println!(
-        "| {label} | {polls:.0} ({failures:.0} failed) | {:.0} µs | {:.1} % | {private:.0} MiB ({:.2} MiB a sensor) / {pss:.0} MiB | {} | {} | {} |",
+        "| {label} | {polls:.0} ({failures:.0} failed, {changes:.0} ownership changes) | {:.0} µs | {:.1} % | {private:.0} MiB ({:.2} MiB a sensor) / {pss:.0} MiB | {} | {} | {} |",
         cpu / polls * 1e6,
         cpu / seconds as f64 * 100.0,
         (private - before_sensors) / count as f64,

@@ -221,7 +221,7 @@ macro_rules! impl_membership_store {
                 .bind(id)
                 .bind(incarnation)
                 .bind(micros(lease))
-                .execute(&self.pool)
+                .execute(&self.lease_pool)
                 .await?;
                 Ok(renewed.rows_affected() == 1)
             }
@@ -400,3 +400,40 @@ impl_membership_store!(
     " ORDER BY kind COLLATE \"C\", item COLLATE \"C\" FOR UPDATE",
     " ORDER BY kind COLLATE \"C\", item COLLATE \"C\" FOR UPDATE SKIP LOCKED"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// Every shared connection busy (a burst of queued work) does not hold up a renewal.
+    async fn renews_with_every_connection_taken<DB: sqlx::Database>(store: &dyn Store, pool: &sqlx::Pool<DB>) {
+        store.migrate().await.unwrap();
+        assert!(store.join("h1", "run-1", "127.0.0.1:1", Duration::from_secs(3)).await.unwrap());
+        let mut taken = Vec::new();
+        while let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_millis(200), pool.acquire()).await {
+            taken.push(connection);
+        }
+        assert!(!taken.is_empty());
+        let renewal = tokio::time::timeout(Duration::from_secs(1), store.renew("h1", "run-1", Duration::from_secs(3)));
+        assert!(matches!(renewal.await, Ok(Ok(true))), "the renewal waited for a shared connection");
+    }
+
+    #[tokio::test]
+    async fn sqlite_renews_the_lease_while_the_pool_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("attune.db")).await.unwrap();
+        renews_with_every_connection_taken(&store, &store.pool.clone()).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_renews_the_lease_while_the_pool_is_busy() {
+        let admin = std::env::var("ATTUNE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let name = format!("attune_test_{}", uuid::Uuid::now_v7().simple());
+        PgStore::connect(&admin).await.unwrap().execute_admin(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let (server, _) = admin.rsplit_once('/').unwrap();
+        let store = PgStore::connect(&format!("{server}/{name}")).await.unwrap();
+        renews_with_every_connection_taken(&store, &store.pool.clone()).await;
+    }
+}

@@ -31,6 +31,11 @@ pub(super) use db_now;
 /// Most rows one list query returns, whatever its `limit`.
 pub(super) const MAX_PAGE: u32 = 1_000;
 
+/// Connections kept for renewing this host's lease, beside the pool every other statement
+/// shares: a burst of work queued for connections (a thousand sensors starting, a flood of API
+/// reads) never delays a renewal until the lease lapses and the host stops all its work.
+pub(super) const LEASE_CONNECTIONS: u32 = 1;
+
 /// Rows per multi-row INSERT: well under both databases' bind-parameter limits.
 pub(super) const ROWS_PER_INSERT: usize = 500;
 
@@ -45,6 +50,8 @@ impl<DB: Database, T: for<'q> Encode<'q, DB> + Type<DB>> Bind<DB> for T {}
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
+    /// One connection for lease renewals alone (see [`LEASE_CONNECTIONS`]).
+    pub(super) lease_pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -58,8 +65,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let lease_pool = SqlitePoolOptions::new().max_connections(LEASE_CONNECTIONS).connect_lazy_with(options.clone());
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, lease_pool })
     }
 }
 
@@ -75,6 +83,8 @@ impl SqliteStore {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// One connection for lease renewals alone (see [`LEASE_CONNECTIONS`]).
+    pub(super) lease_pool: PgPool,
 }
 
 /// How long a statement waits for a PostgreSQL connection: an idle one that still answers a
@@ -102,12 +112,16 @@ impl PgStore {
         // fence check or write holds up a takeover past the lease.
         let options = PgConnectOptions::from_str(url)?
             .options([("idle_in_transaction_session_timeout", PG_IDLE_IN_TRANSACTION_MS)]);
+        let lease_pool = PgPoolOptions::new()
+            .max_connections(LEASE_CONNECTIONS)
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.clone());
         let pool =
             PgPoolOptions::new().max_connections(8).acquire_timeout(PG_ACQUIRE_TIMEOUT).connect_lazy_with(options);
         let started = std::time::Instant::now();
         loop {
             match pool.acquire().await {
-                Ok(_) => return Ok(Self { pool }),
+                Ok(_) => return Ok(Self { pool, lease_pool }),
                 // Refused connections are retried inside `acquire` until it times out.
                 Err(sqlx::Error::PoolTimedOut) if started.elapsed() < PG_STARTUP_TIMEOUT => {}
                 Err(e) => return Err(e.into()),
