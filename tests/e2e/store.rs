@@ -348,6 +348,19 @@ const OLD_EVENT: &str =
 const OLD_ENFORCEMENT: &str = "INSERT INTO enforcements (id, rule_ref, event_id, trigger_ref, action_ref, parameters, \
                                status, created_at) VALUES ('f1', 'p.r', 'e1', 'p.t', 'core.echo', '{\"message\": \"hi\"}', 'scheduled', 100)";
 
+/// Migrates `$pool` to version 5 (`migrations/$dialect` before 0006), stores one event and its
+/// enforcement there, and closes the pool (a macro: the two pool types share no trait for it).
+macro_rules! fill_before_0006 {
+    ($pool:expr, $dialect:literal) => {{
+        let pool = $pool;
+        let old = migrations_before_0006($dialect);
+        sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+        sqlx::query(OLD_EVENT).execute(&pool).await.unwrap();
+        sqlx::query(OLD_ENFORCEMENT).execute(&pool).await.unwrap();
+        pool.close().await;
+    }};
+}
+
 /// After migration 0006: what was stored is there, a replayed enforcement is a no-op, another
 /// rule's enforcement of the same event is stored, and retention deletes both with the event.
 async fn upgraded(url: &str) {
@@ -374,23 +387,13 @@ async fn sqlite_upgrade_keeps_enforcements() {
     let url = format!("sqlite://{}", dir.path().join("attune.db").display());
     let options =
         sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("attune.db")).create_if_missing(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let old = migrations_before_0006("sqlite");
-    sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
-    sqlx::query(OLD_EVENT).execute(&pool).await.unwrap();
-    sqlx::query(OLD_ENFORCEMENT).execute(&pool).await.unwrap();
-    pool.close().await;
+    fill_before_0006!(sqlx::SqlitePool::connect_with(options).await.unwrap(), "sqlite");
     upgraded(&url).await;
 }
 
 #[tokio::test]
 async fn postgres_upgrade_keeps_enforcements() {
     let url = crate::support::postgres_database().await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let old = migrations_before_0006("postgres");
-    sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
-    sqlx::query(OLD_EVENT).execute(&pool).await.unwrap();
-    sqlx::query(OLD_ENFORCEMENT).execute(&pool).await.unwrap();
-    pool.close().await;
+    fill_before_0006!(sqlx::PgPool::connect(&url).await.unwrap(), "postgres");
     upgraded(&url).await;
 }
