@@ -2,7 +2,8 @@
 //! on the shared language runtime, beside a plain component doing the same work without the
 //! SDK (built here with componentize-py / componentize-qjs against wit/sensor.wit). Fuel is a
 //! deterministic count of the guest's wasm instructions, so the ratio survives a noisy machine;
-//! times are printed beside it for reference only.
+//! times are printed beside it for reference only. Callgrind counts the machine instructions of
+//! a poll, the host's and the guest's (see `common/callgrind.rs`), for both sides too.
 //!
 //! Run: `make components`, then `cargo bench -p attune-host --bench glue`. Prints a Markdown
 //! table for BENCHMARKS.md.
@@ -12,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
+
+#[path = "common/callgrind.rs"]
+mod callgrind;
 
 use attune_host::sandbox::{EngineSettings, InstanceFeed, SensorEngine, SensorInstance, SensorPayload, SensorSpec};
 
@@ -95,6 +99,7 @@ fn build_plain_components() -> (PathBuf, PathBuf) {
 
 struct Figures {
     fuel_per_poll: f64,
+    instructions_per_poll: f64,
     poll_median: Duration,
     payloads: Vec<SensorPayload>,
 }
@@ -118,7 +123,12 @@ async fn measure(engine: &Arc<SensorEngine>, path: &Path) -> Figures {
         payloads = output.payloads;
     }
     times.sort();
-    Figures { fuel_per_poll: fuel as f64 / POLLS as f64, poll_median: times[POLLS / 2], payloads }
+    Figures {
+        fuel_per_poll: fuel as f64 / POLLS as f64,
+        instructions_per_poll: callgrind::instructions_per_poll(path),
+        poll_median: times[POLLS / 2],
+        payloads,
+    }
 }
 
 /// Runs both sides and checks that they did the same work: the same payloads from the last poll
@@ -131,10 +141,13 @@ async fn compare(engine: &Arc<SensorEngine>, language: &str, sdk: &Path, plain: 
     let count = sdk.payloads[0].payload["count"].as_u64();
     assert_eq!(count, Some((WARMUP + POLLS) as u64), "{language}: the state counter counts every poll");
     println!(
-        "| {language} | {:.1} k | {:.1} k | {:.3} | {:.1} µs | {:.1} µs |",
+        "| {language} | {:.1} k | {:.1} k | {:.3} | {:.1} k | {:.1} k | {:.3} | {:.1} µs | {:.1} µs |",
         sdk.fuel_per_poll / 1e3,
         plain.fuel_per_poll / 1e3,
         sdk.fuel_per_poll / plain.fuel_per_poll,
+        sdk.instructions_per_poll / 1e3,
+        plain.instructions_per_poll / 1e3,
+        sdk.instructions_per_poll / plain.instructions_per_poll,
         sdk.poll_median.as_secs_f64() * 1e6,
         plain.poll_median.as_secs_f64() * 1e6,
     );
@@ -142,13 +155,17 @@ async fn compare(engine: &Arc<SensorEngine>, language: &str, sdk: &Path, plain: 
 
 #[tokio::main]
 async fn main() {
+    if let Some((polls, path)) = callgrind::requested() {
+        return callgrind::run(settings(), polls, &path).await;
+    }
     let (plain_py, plain_js) = build_plain_components();
     let engine = SensorEngine::new(settings()).unwrap_or_else(|e| panic!("{e}"));
     println!(
         "| language (poll: 1 state get + set, 3 small JSON payloads) | fuel/poll, runtime + SDK glue \
-         | fuel/poll, plain component | ratio | poll median, glue | poll median, plain |"
+         | fuel/poll, plain component | ratio | instructions/poll (callgrind), glue | instructions/poll, plain \
+         | ratio | poll median, glue | poll median, plain |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     compare(&engine, "Python", &fixture("glue_sdk.py"), &plain_py).await;
     compare(&engine, "JavaScript", &fixture("glue_sdk.js"), &plain_js).await;
 }

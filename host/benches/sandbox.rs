@@ -2,8 +2,14 @@
 //! cache, memory per live sensor, and the same poll done by spawning an interpreter per poll
 //! (how the original Attune ran sensors).
 //!
+//! Instructions per poll are counted by callgrind (see `common/callgrind.rs`): unlike the times,
+//! they do not drift with the machine's load.
+//!
 //! Run: `make bench` (or, after `make components`, `cargo bench -p attune-host --bench sandbox`).
 //! Prints a Markdown table for BENCHMARKS.md.
+
+#[path = "common/callgrind.rs"]
+mod callgrind;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +91,7 @@ struct Figures {
     poll_median: Duration,
     poll_p99: Duration,
     fuel_per_poll: u64,
+    instructions_per_poll: f64,
     artifact_load: Duration,
     first_poll_ready: Duration,
     new_sensor_polled: Duration,
@@ -160,6 +167,7 @@ async fn measure(file: &str, spawn: &[&str]) -> Figures {
         poll_median: percentile(&polls, 0.5),
         poll_p99: percentile(&polls, 0.99),
         fuel_per_poll: fuel,
+        instructions_per_poll: callgrind::instructions_per_poll(&path),
         artifact_load: percentile(&loads, 0.5),
         first_poll_ready: percentile(&ready, 0.5),
         new_sensor_polled: percentile(&new_sensor, 0.5),
@@ -193,6 +201,9 @@ async fn python_source_load() -> (Duration, Duration) {
 
 #[tokio::main]
 async fn main() {
+    if let Some((polls, path)) = callgrind::requested() {
+        return callgrind::run(settings(), polls, &path).await;
+    }
     let py_spawn = "import json\nfor i in range(3): print(json.dumps({'host': 'web-%d.prod' % i, 'status': 500 + i}))";
     let js_spawn = "for (let i = 0; i < 3; i++) console.log(JSON.stringify({host: `web-${i}.prod`, status: 500 + i}))";
     // The interpreter binary itself, not a version-manager shim in front of it.
@@ -206,7 +217,8 @@ async fn main() {
     let row = |name: &str, f: &dyn Fn(&Figures) -> String| println!("| {name} | {} | {} |", f(&python), f(&js));
     row("poll median, fuel + deadline on", &|f| micros(f.poll_median));
     row("poll p99, fuel + deadline on", &|f| micros(f.poll_p99));
-    row("fuel per poll", &|f| format!("{:.0} k", f.fuel_per_poll as f64 / 1e3));
+    row("fuel per poll (the guest's wasm instructions)", &|f| format!("{:.0} k", f.fuel_per_poll as f64 / 1e3));
+    row("instructions per poll, host + guest (callgrind)", &|f| format!("{:.0} k", f.instructions_per_poll / 1e3));
     row("cold start: load cached artifact (median)", &|f| millis(f.artifact_load));
     row("cold start: instantiate + load source + init (median)", &|f| millis(f.first_poll_ready));
     row("new sensor in a running engine: start → first poll done (median)", &|f| millis(f.new_sensor_polled));

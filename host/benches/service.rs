@@ -7,9 +7,10 @@
 //!    enabling a rule -> first event of the sensor it needs.
 //! 3. `api`: `GET /api/v1/events` under `wrk` with 100,000 stored events, SQLite and PostgreSQL.
 //! 4. `cold`: spawn of `serve` with 100 cached sensors -> `/ready`, and -> every sensor polled.
-//! 5. `density`: CPU per poll, memory and lateness of 40 sensors polling every second (Python,
-//!    JS) and of 1,000 Python sensors polling every 10 s, each poll 3 payloads that are stored
-//!    and enforced (library: `App` + `Supervisor`, as `serve` runs them).
+//! 5. `density`: CPU per poll (in all and by thread), memory and lateness of 40 sensors polling
+//!    every second (Python, JS) and of 1,000 Python sensors polling every 10 s, each poll 3
+//!    payloads that are stored and enforced, beside an idle host's CPU (library: `App` +
+//!    `Supervisor`, as `serve` runs them).
 //!
 //! Run: `cargo bench -p attune-host --bench service` after `make components` (needs `wrk` and
 //! PostgreSQL on 127.0.0.1:5432 as for the tests; `ATTUNE_TEST_POSTGRES_URL` overrides).
@@ -216,12 +217,29 @@ fn minus(after: BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeM
     after.into_iter().map(|(k, v)| (k.clone(), v - before.get(&k).copied().unwrap_or(0.0))).collect()
 }
 
-/// CPU time (user + system) of this process so far, in seconds (`/proc/self/stat`, 100 ticks/s).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time (user + system) in seconds from a `/proc/.../stat` line (100 ticks/s).
+fn stat_cpu_seconds(stat: &str) -> f64 {
     let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU time (user + system) of this process so far, in seconds.
+fn cpu_seconds() -> f64 {
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// CPU seconds of this process's live threads so far, summed by thread name without its digits
+/// (the numbered workers of one pool are one group): which part of the host spends the time.
+fn cpu_by_thread() -> BTreeMap<String, f64> {
+    let mut groups = BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let name = stat.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map_or("?", |(name, _)| name);
+        let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').to_string();
+        *groups.entry(name).or_default() += stat_cpu_seconds(&stat);
+    }
+    groups
 }
 
 /// An app on SQLite in `dir` whose pack has the trigger `bench.tick` and the enabled rule
@@ -342,8 +360,9 @@ fn private_and_pss_mib() -> (f64, f64) {
 
 /// `count` sensors of `file` (3 payloads a poll) every `interval`, each payload an event and an
 /// enforcement, measured for `seconds` after every sensor polled once and a full interval more:
-/// this process's CPU per poll and share of a core, its private memory (and what the sensors
-/// added to it), and poll lateness.
+/// this process's CPU per poll (in all and by thread) and share of a core, its private memory
+/// (and what the sensors added to it), and poll lateness. With no sensors: what an idle host
+/// costs (lease renewals, the relay's and the epoch ticker's wake-ups).
 async fn density(label: &str, file: &str, count: usize, interval: Duration, seconds: u64) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let specs = (0..count).map(|i| fixture_sensor(file, format!("bench.s{i:04}"), interval)).collect();
@@ -364,10 +383,10 @@ async fn density(label: &str, file: &str, count: usize, interval: Duration, seco
     tokio::time::sleep(interval).await;
     // A sensor whose owner changed restarted (its lease lapsed, say): none should in the window.
     let changes = |text: &str| sum_by(text, "attune_ownership_changes_total", |_| Some(String::new()));
-    let (text, cpu) = (app.metrics.render(), cpu_seconds());
+    let (text, cpu, threads) = (app.metrics.render(), cpu_seconds(), cpu_by_thread());
     let (before, changes_before) = (sensor_figures(&text, ours), changes(&text));
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (text, cpu) = (app.metrics.render(), cpu_seconds() - cpu);
+    let (text, cpu, threads) = (app.metrics.render(), cpu_seconds() - cpu, minus(cpu_by_thread(), &threads));
     let (after, changes) = (sensor_figures(&text, ours), minus(changes(&text), &changes_before));
     let (private, pss) = private_and_pss_mib();
     supervisor.stop_all(Duration::from_secs(5)).await;
@@ -375,11 +394,17 @@ async fn density(label: &str, file: &str, count: usize, interval: Duration, seco
     let polls: f64 = minus(after.1, &before.1).values().sum();
     let failures: f64 = minus(after.2, &before.2).values().sum::<f64>().max(0.0);
     let changes: f64 = changes.values().sum();
+    // Per poll, or per second with no sensors polling.
+    let (per, unit) = if polls > 0.0 { (polls, "µs") } else { (seconds as f64, "µs/s") };
+    let mut threads: Vec<(String, f64)> = threads.into_iter().filter(|(_, cpu)| *cpu > 0.0).collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let threads: Vec<String> = threads.iter().map(|(name, cpu)| format!("{name} {:.0}", cpu / per * 1e6)).collect();
     println!(
-        "| {label} | {polls:.0} ({failures:.0} failed, {changes:.0} ownership changes) | {:.0} µs | {:.1} % | {private:.0} MiB ({:.2} MiB a sensor) / {pss:.0} MiB | {} | {} | {} |",
-        cpu / polls * 1e6,
+        "| {label} | {polls:.0} ({failures:.0} failed, {changes:.0} ownership changes) | {:.0} {unit} ({}) | {:.1} % | {private:.0} MiB ({:.2} MiB a sensor) / {pss:.0} MiB | {} | {} | {} |",
+        cpu / per * 1e6,
+        threads.join(", "),
         cpu / seconds as f64 * 100.0,
-        (private - before_sensors) / count as f64,
+        (private - before_sensors) / count.max(1) as f64,
         bucket_quantile(&buckets, 0.5),
         bucket_quantile(&buckets, 0.99),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?"),
@@ -643,10 +668,11 @@ async fn main() {
     if run("density") {
         let seconds = std::env::var("SERVICE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
         println!(
-            "| sensors (3 payloads a poll, each an event and an enforcement; SQLite) | polls in {seconds} s | CPU of this process per poll | share of a core | private / PSS memory of this process | lateness p50 (bucket upper bound) | p99 | load average (1 min) |"
+            "| sensors (3 payloads a poll, each an event and an enforcement; SQLite) | polls in {seconds} s | CPU of this process per poll (by thread) | share of a core | private / PSS memory of this process | lateness p50 (bucket upper bound) | p99 | load average (1 min) |"
         );
         println!("|---|---|---|---|---|---|---|---|");
         let second = Duration::from_secs(1);
+        density("no sensors (an idle host)", "bench/three_payloads.py", 0, second, seconds).await;
         density("40 Python, every 1 s", "bench/three_payloads.py", 40, second, seconds).await;
         density("40 JavaScript, every 1 s", "bench/three_payloads.js", 40, second, seconds).await;
         density("1,000 Python, every 10 s", "bench/three_payloads.py", 1_000, second * 10, seconds).await;

@@ -211,8 +211,7 @@ impl App {
         };
         let bus: Arc<dyn Bus> = Arc::new(MeasuredBus { inner: bus, metrics: metrics.clone() });
         let committer = GroupCommitter::start(store.clone(), &config.host_id);
-        let outbox =
-            StoreOutbox { store: store.clone(), committer: committer.clone(), host_id: config.host_id.clone() };
+        let outbox = StoreOutbox::new(store.clone(), committer.clone(), config.host_id.clone());
         let relay = Relay::new(outbox, bus.clone(), RelayOptions::default());
         let catalog = Arc::new(SharedCatalog::new(PackCatalog::new(packs.to_vec())?));
         let pipeline = Arc::new(Pipeline::new(catalog.clone(), committer, relay.notifier(), metrics.clone()));

@@ -142,9 +142,9 @@ pub trait EventStore: Send + Sync {
     async fn write(&self, commits: &[Commit], publisher: Option<&str>) -> Result<Vec<Written>, StoreError>;
 
     /// Unpublished outbox rows for host `claimer` to publish, oldest first, so that each is
-    /// published by one host: those it wrote or claimed, then rows nobody claimed and those of
-    /// hosts whose lease ended, claimed now.
-    async fn claim_unpublished(&self, claimer: &str, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+    /// published by one host: those it wrote or claimed, then, with `orphans`, rows nobody
+    /// claimed and those of hosts whose lease ended, claimed now.
+    async fn claim_unpublished(&self, claimer: &str, limit: u32, orphans: bool) -> Result<Vec<OutboxRow>, StoreError>;
     /// Marks rows published; called only after the broker confirmed them.
     async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
     async fn outbox_backlog(&self) -> Result<i64, StoreError>;
@@ -503,11 +503,16 @@ macro_rules! impl_event_store {
                 Ok(outcome)
             }
 
-            async fn claim_unpublished(&self, claimer: &str, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+            async fn claim_unpublished(
+                &self,
+                claimer: &str,
+                limit: u32,
+                orphans: bool,
+            ) -> Result<Vec<OutboxRow>, StoreError> {
                 let mut rows: Vec<UnpublishedRow> =
                     sqlx::query_as(OWN_UNPUBLISHED).bind(claimer).bind(i64::from(limit)).fetch_all(&self.pool).await?;
                 let room = i64::from(limit) - rows.len() as i64;
-                if room > 0 {
+                if orphans && room > 0 {
                     let orphaned: i64 = sqlx::query_scalar(any_orphaned!($dialect)).fetch_one(&self.pool).await?;
                     if orphaned > 0 {
                         let claimed: Vec<UnpublishedRow> = sqlx::query_as(claim_orphaned!($dialect, $skip_locked))

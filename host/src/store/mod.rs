@@ -32,7 +32,8 @@ mod sql;
 mod timer_state;
 mod tokens;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use attune_bus::{Message, OutboxRow};
 pub use events::{
@@ -96,21 +97,47 @@ pub trait Store:
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// How often the relay also looks for rows nobody holds (unclaimed, or of a host whose lease
+/// ended). They appear only when a lease ends or a command writes outside `serve`, and a takeover
+/// waits for the lease (3 s) anyway; a round for this host's own rows, after each commit, skips
+/// the look.
+pub const ORPHANS_EVERY: Duration = Duration::from_secs(1);
+
 /// The store as the bus relay's outbox: claims rows for this host directly, marks them through
 /// the group committer.
 #[derive(Debug, Clone)]
 pub struct StoreOutbox {
-    pub store: Arc<dyn Store>,
-    pub committer: GroupCommitter,
+    store: Arc<dyn Store>,
+    committer: GroupCommitter,
     /// The claimer of the rows this relay publishes.
-    pub host_id: String,
+    host_id: String,
+    /// When the relay last looked for rows nobody holds; `None`: never.
+    orphans_looked_for: Arc<Mutex<Option<Instant>>>,
+}
+
+impl StoreOutbox {
+    pub fn new(store: Arc<dyn Store>, committer: GroupCommitter, host_id: String) -> Self {
+        Self { store, committer, host_id, orphans_looked_for: Arc::default() }
+    }
+
+    /// Whether this round looks for rows nobody holds (see [`ORPHANS_EVERY`]); if so, it counts
+    /// as the look from now on.
+    fn look_for_orphans(&self) -> bool {
+        let mut last = self.orphans_looked_for.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|at| at.elapsed() >= ORPHANS_EVERY);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
 }
 
 impl attune_bus::Outbox for StoreOutbox {
     type Error = Arc<StoreError>;
 
     async fn fetch_unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>, Arc<StoreError>> {
-        self.store.claim_unpublished(&self.host_id, u32::try_from(limit).unwrap_or(u32::MAX)).await.map_err(Arc::new)
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.store.claim_unpublished(&self.host_id, limit, self.look_for_orphans()).await.map_err(Arc::new)
     }
 
     async fn mark_published(&self, ids: &[i64]) -> Result<(), Arc<StoreError>> {

@@ -65,8 +65,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let lease_pool = SqlitePoolOptions::new().max_connections(LEASE_CONNECTIONS).connect_lazy_with(options.clone());
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        // A connection to a local file does not go stale: no ping before each use. Every
+        // statement is a round trip to the connection's worker thread, and at a few polls a
+        // second those thread switches are most of what a poll costs the host.
+        let lease_pool = SqlitePoolOptions::new()
+            .max_connections(LEASE_CONNECTIONS)
+            .test_before_acquire(false)
+            .connect_lazy_with(options.clone());
+        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(options).await?;
         Ok(Self { pool, lease_pool })
     }
 }
