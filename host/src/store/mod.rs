@@ -101,7 +101,7 @@ pub trait Store:
 /// ended). They appear only when a lease ends or a command writes outside `serve`, and a takeover
 /// waits for the lease (3 s) anyway; a round for this host's own rows, after each commit, skips
 /// the look.
-pub const ORPHANS_EVERY: Duration = Duration::from_secs(1);
+const ORPHANS_EVERY: Duration = Duration::from_secs(1);
 
 /// The store as the bus relay's outbox: claims rows for this host directly, marks them through
 /// the group committer.

@@ -68,11 +68,9 @@ impl SqliteStore {
         // A connection to a local file does not go stale: no ping before each use. Every
         // statement is a round trip to the connection's worker thread, and at a few polls a
         // second those thread switches are most of what a poll costs the host.
-        let lease_pool = SqlitePoolOptions::new()
-            .max_connections(LEASE_CONNECTIONS)
-            .test_before_acquire(false)
-            .connect_lazy_with(options.clone());
-        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(options).await?;
+        let pool_options = SqlitePoolOptions::new().test_before_acquire(false);
+        let lease_pool = pool_options.clone().max_connections(LEASE_CONNECTIONS).connect_lazy_with(options.clone());
+        let pool = pool_options.max_connections(4).connect_with(options).await?;
         Ok(Self { pool, lease_pool })
     }
 }
