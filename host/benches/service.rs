@@ -318,7 +318,8 @@ async fn lateness(label: &str, hostile: &[&str], seconds: u64) {
     supervisor.stop_all(Duration::from_secs(5)).await;
 
     let buckets = minus(after.0, &before.0);
-    let polls: f64 = minus(after.1, &before.1).values().sum();
+    // Folds from 0.0: an empty f64 sum is -0.0, printed "-0".
+    let polls: f64 = minus(after.1, &before.1).values().fold(0.0, |sum, n| sum + n);
     let failures = minus(after.2, &before.2);
     let healthy_failures: u64 =
         failures.iter().filter(|(k, _)| k.starts_with("bench.healthy")).map(|(_, n)| *n as u64).sum();
@@ -391,20 +392,24 @@ async fn density(label: &str, file: &str, count: usize, interval: Duration, seco
     let (private, pss) = private_and_pss_mib();
     supervisor.stop_all(Duration::from_secs(5)).await;
     let buckets = minus(after.0, &before.0);
-    let polls: f64 = minus(after.1, &before.1).values().sum();
+    // Folds from 0.0: an empty f64 sum is -0.0, printed "-0".
+    let polls: f64 = minus(after.1, &before.1).values().fold(0.0, |sum, n| sum + n);
     let failures: f64 = minus(after.2, &before.2).values().sum::<f64>().max(0.0);
-    let changes: f64 = changes.values().sum();
+    let changes: f64 = changes.values().fold(0.0, |sum, n| sum + n);
     // Per poll, or per second with no sensors polling.
     let (per, unit) = if polls > 0.0 { (polls, "µs") } else { (seconds as f64, "µs/s") };
     let mut threads: Vec<(String, f64)> = threads.into_iter().filter(|(_, cpu)| *cpu > 0.0).collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
     let threads: Vec<String> = threads.iter().map(|(name, cpu)| format!("{name} {:.0}", cpu / per * 1e6)).collect();
     println!(
-        "| {label} | {polls:.0} ({failures:.0} failed, {changes:.0} ownership changes) | {:.0} {unit} ({}) | {:.1} % | {private:.0} MiB ({:.2} MiB a sensor) / {pss:.0} MiB | {} | {} | {} |",
+        "| {label} | {polls:.0} ({failures:.0} failed, {changes:.0} ownership changes) | {:.0} {unit} ({}) | {:.1} % | {private:.0} MiB ({}) / {pss:.0} MiB | {} | {} | {} |",
         cpu / per * 1e6,
         threads.join(", "),
         cpu / seconds as f64 * 100.0,
-        (private - before_sensors) / count.max(1) as f64,
+        match count {
+            0 => "no sensors".to_string(),
+            _ => format!("{:.2} MiB a sensor", (private - before_sensors) / count as f64),
+        },
         bucket_quantile(&buckets, 0.5),
         bucket_quantile(&buckets, 0.99),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?"),
