@@ -217,6 +217,11 @@ fn minus(after: BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeM
     after.into_iter().map(|(k, v)| (k.clone(), v - before.get(&k).copied().unwrap_or(0.0))).collect()
 }
 
+/// The sum of `counts`, 0 when there are none (an empty `f64` sum is -0.0, printed "-0").
+fn total(counts: &BTreeMap<String, f64>) -> f64 {
+    counts.values().fold(0.0, |sum, n| sum + n)
+}
+
 /// CPU time (user + system) in seconds from a `/proc/.../stat` line (100 ticks/s).
 fn stat_cpu_seconds(stat: &str) -> f64 {
     let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
@@ -318,8 +323,7 @@ async fn lateness(label: &str, hostile: &[&str], seconds: u64) {
     supervisor.stop_all(Duration::from_secs(5)).await;
 
     let buckets = minus(after.0, &before.0);
-    // Folds from 0.0: an empty f64 sum is -0.0, printed "-0".
-    let polls: f64 = minus(after.1, &before.1).values().fold(0.0, |sum, n| sum + n);
+    let polls = total(&minus(after.1, &before.1));
     let failures = minus(after.2, &before.2);
     let healthy_failures: u64 =
         failures.iter().filter(|(k, _)| k.starts_with("bench.healthy")).map(|(_, n)| *n as u64).sum();
@@ -392,10 +396,9 @@ async fn density(label: &str, file: &str, count: usize, interval: Duration, seco
     let (private, pss) = private_and_pss_mib();
     supervisor.stop_all(Duration::from_secs(5)).await;
     let buckets = minus(after.0, &before.0);
-    // Folds from 0.0: an empty f64 sum is -0.0, printed "-0".
-    let polls: f64 = minus(after.1, &before.1).values().fold(0.0, |sum, n| sum + n);
+    let polls = total(&minus(after.1, &before.1));
     let failures: f64 = minus(after.2, &before.2).values().sum::<f64>().max(0.0);
-    let changes: f64 = changes.values().fold(0.0, |sum, n| sum + n);
+    let changes = total(&changes);
     // Per poll, or per second with no sensors polling.
     let (per, unit) = if polls > 0.0 { (polls, "µs") } else { (seconds as f64, "µs/s") };
     let mut threads: Vec<(String, f64)> = threads.into_iter().filter(|(_, cpu)| *cpu > 0.0).collect();
